@@ -76,7 +76,7 @@ def _round_trip(settings: Settings, console: Console) -> dict[str, int]:
     dead = 0
     for rec in tail(settings.kafka, bootstrap, f"{TOPIC}.dlq", from_beginning=True,
                     max_records=report.dead_lettered, idle_timeout=10):
-        letter = DeadLetter.from_message(_Msg(rec))
+        letter = DeadLetter.parse(rec.headers, rec.key, rec.value)
         dlq.add_row(letter.origin or f"{letter.topic}[{letter.partition}]@{letter.offset}",
                     letter.step, letter.reason, letter.message[:80])
         dead += 1
@@ -85,19 +85,3 @@ def _round_trip(settings: Settings, console: Console) -> dict[str, int]:
     console.print(("[green]round trip complete[/]" if ok else "[red]round trip incomplete[/]")
                   + f": {report.lines} lines in = {read} read back + {dead} dead letters")
     return {"produced": report.produced, "read": read, "dead_lettered": dead}
-
-
-class _Msg:
-    """Adapts a tailed record to the message interface :class:`DeadLetter` reads."""
-
-    def __init__(self, rec: object) -> None:
-        self._rec = rec
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._rec.headers  # type: ignore[attr-defined,no-any-return]
-
-    def key(self) -> bytes | None:
-        return self._rec.key  # type: ignore[attr-defined,no-any-return]
-
-    def value(self) -> bytes | None:
-        return self._rec.value  # type: ignore[attr-defined,no-any-return]

@@ -119,12 +119,19 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, msg: Any) -> DeadLetter:
+        """Parse a consumed dead-letter record (a confluent-kafka message)."""
+        return cls.parse(msg.headers() or [], msg.key(), msg.value())
+
+    @classmethod
+    def parse(
+        cls, headers: list[tuple[str, bytes]], key: bytes | None, value: bytes | None
+    ) -> DeadLetter:
         """Parse the headers :class:`DeadLetterRouter` wrote.
 
         Raises:
             KeyError: a header is missing (the record was not written by the router).
         """
-        h = {k: v.decode("utf-8") for k, v in (msg.headers() or []) if k.startswith(H)}
+        h = {k: v.decode("utf-8") for k, v in headers if k.startswith(H)}
         return cls(
             step=h[H + "step"],
             error_class=h[H + "error.class"],
@@ -134,6 +141,6 @@ class DeadLetter:
             partition=int(h[H + "partition"]),
             offset=int(h[H + "offset"]),
             origin=h.get(H + "origin"),
-            key=msg.key(),
-            value=msg.value(),
+            key=key,
+            value=value,
         )

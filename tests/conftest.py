@@ -1,0 +1,37 @@
+"""Shared fixtures: one set of real services per test session (see refluent.testing.services)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from refluent.config import Settings
+from refluent.testing.services import RunningServices, running_services
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServices]:
+    """A broker, Redis and lake catalog for the whole session."""
+    with running_services(tmp_path_factory.mktemp("services")) as svc:
+        yield svc
+
+
+@pytest.fixture()
+def settings(services: RunningServices) -> Settings:
+    """Settings pointing at the session's services."""
+    return services.settings()
+
+
+@pytest.fixture(autouse=True)
+def _no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                    ) -> None:
+    """Keep a developer's refluent.toml and REFLUENT_* variables out of the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("REFLUENT_") and name != "REFLUENT_TEST_SERVICES":
+            monkeypatch.delenv(name)
+    empty = tmp_path_factory.getbasetemp() / "empty.toml"
+    empty.touch()
+    monkeypatch.setenv("REFLUENT_CONFIG", str(empty))

@@ -1,0 +1,194 @@
+"""The Kafka layer against a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from refluent.config import Settings
+from refluent.streams.kafka import ConsumerLoop, Producer, StopSignal, partition_offsets
+from refluent.testing.kafka import read_all, unique_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _fill(settings: Settings, topic: str, n: int) -> None:
+    with Producer(settings.kafka, settings.kafka.bootstrap_servers or "") as producer:
+        for i in range(n):
+            producer.produce(topic, f'{{"i": {i}}}'.encode(), key=f"k{i % 7}")
+
+
+def test_produce_consume__keys_keep_order_per_partition(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app")
+    _fill(settings, spec.name, 300)
+    records = read_all(settings, spec.name, 300)
+    assert len(records) == 300
+    by_key: dict[bytes, list[int]] = {}
+    partition_of: dict[bytes, set[int]] = {}
+    for r in records:
+        assert r.key is not None and r.value is not None
+        by_key.setdefault(r.key, []).append(int(r.value[6:-1]))
+        partition_of.setdefault(r.key, set()).add(r.partition)
+    assert all(len(p) == 1 for p in partition_of.values()), "one key, one partition"
+    assert all(v == sorted(v) for v in by_key.values()), "a key's records stay in order"
+
+
+def test_handler_failure__commits_nothing_of_that_batch(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 50)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-fail-{spec.name}"
+    seen: list[int] = []
+
+    def fails_on_second_batch(batch: list) -> None:  # type: ignore[type-arg]
+        if seen:
+            raise RuntimeError("sink down")
+        seen.extend(m.offset() for m in batch)
+
+    loop = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=20)
+    with pytest.raises(RuntimeError, match="sink down"):
+        loop.run(fails_on_second_batch, idle_timeout=20)
+    assert seen == list(range(20))
+
+    # A new member of the group resumes right after the last processed batch.
+    again: list[int] = []
+    ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=20).run(
+        lambda b: again.extend(m.offset() for m in b), max_records=30, idle_timeout=20)
+    assert again == list(range(20, 50))
+    rows = partition_offsets(settings.kafka, bootstrap, spec.name, group)
+    assert rows == [{"partition": 0, "low": 0, "high": 50, "committed": 50, "lag": 0}]
+
+
+def test_stop_signal__finishes_batch_commits_and_closes(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=2)
+    _fill(settings, spec.name, 100)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-stop-{spec.name}"
+    stop = StopSignal()
+    assigned: list[int] = []
+    handled = 0
+
+    def handler(batch: list) -> None:  # type: ignore[type-arg]
+        nonlocal handled
+        handled += len(batch)
+        stop.set()
+
+    loop = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=10,
+                        on_assign=lambda tps: assigned.extend(tp.partition for tp in tps))
+    stats = loop.run(handler, stop=stop, idle_timeout=20)
+    assert sorted(assigned) == [0, 1]
+    assert stats.records == handled and 0 < handled <= 10
+    rows = partition_offsets(settings.kafka, bootstrap, spec.name, group)
+    assert sum(r["committed"] or 0 for r in rows) == handled
+    assert sum(r["lag"] or 0 for r in rows) == 100 - handled
+
+
+def test_lag__reports_records_behind_each_partition(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 40)
+    loop = ConsumerLoop(settings.kafka, settings.kafka.bootstrap_servers or "",
+                        f"g-lag-{spec.name}", [spec.name], batch_size=10)
+    lags = []
+
+    def handler(batch: list) -> None:  # type: ignore[type-arg]
+        lags.append(sum(p.lag for p in loop.lag()))
+
+    loop.run(handler, max_records=40, idle_timeout=20)
+    assert lags[0] == 30 and lags[-1] == 0
+    assert lags == sorted(lags, reverse=True)
+
+
+def test_sigterm__worker_process_exits_cleanly_with_offsets_committed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 1000)
+    group = f"g-term-{spec.name}"
+    progress = tmp_path / "progress"
+    script = textwrap.dedent(f"""
+        import time
+        from refluent.config import KafkaSettings
+        from refluent.streams.kafka import ConsumerLoop
+        done = 0
+        def handler(batch):
+            global done
+            done += len(batch)
+            open({str(progress)!r}, "w").write(str(done))
+            time.sleep(0.2)
+        loop = ConsumerLoop(KafkaSettings(session_timeout_ms=6000),
+                            {settings.kafka.bootstrap_servers!r}, {group!r}, [{spec.name!r}],
+                            batch_size=10)
+        loop.run(handler)
+        print("stopped", done)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not progress.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert progress.exists(), "worker never consumed"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    done = int(out.split()[-1])
+    assert 0 < done < 1000
+    rows = partition_offsets(settings.kafka, settings.kafka.bootstrap_servers or "",
+                             spec.name, group)
+    assert rows[0]["committed"] == done
+
+
+def test_rebalance__second_member_takes_partitions_and_nothing_is_lost(
+    settings: Settings,
+) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=4)
+    _fill(settings, spec.name, 400)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-rebal-{spec.name}"
+    got: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+    revoked: list[int] = []
+    stop_a, stop_b = StopSignal(), StopSignal()
+
+    def member(name: str, stop: StopSignal) -> None:
+        def handler(batch: list) -> None:  # type: ignore[type-arg]
+            got[name].extend((m.partition(), m.offset()) for m in batch)
+            time.sleep(0.05)
+
+        ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=5,
+                     on_revoke=lambda tps: revoked.extend(tp.partition for tp in tps)
+                     ).run(handler, stop=stop)
+
+    a = threading.Thread(target=member, args=("a", stop_a))
+    a.start()
+    deadline = time.monotonic() + 30
+    while not got["a"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b = threading.Thread(target=member, args=("b", stop_b))
+    b.start()
+    deadline = time.monotonic() + 60
+    while len(set(got["a"]) | set(got["b"])) < 400 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop_a.set()
+    stop_b.set()
+    a.join(30)
+    b.join(30)
+    seen = set(got["a"]) | set(got["b"])
+    assert len(seen) == 400, "every record processed at least once"
+    assert revoked, "the first member gave up partitions"
+    assert got["b"], "the second member got work"
+    if os.environ.get("REFLUENT_TEST_SERVICES") != "containers":
+        # Duplicates are allowed (at-least-once) but bounded by one batch per revoked partition.
+        dupes = len(got["a"]) + len(got["b"]) - len(seen)
+        assert dupes <= 5 * len(revoked)
