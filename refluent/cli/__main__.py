@@ -1,0 +1,5 @@
+"""``python -m refluent.cli``."""
+
+from refluent.cli.app import main
+
+main()

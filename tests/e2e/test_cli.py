@@ -1,0 +1,126 @@
+"""The command line, as a user runs it: a real `refluent` process per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from refluent.cli.app import app
+
+EXAMPLE = Path(__file__).parents[2] / "refluent" / "examples" / "cdc_customers.jsonl"
+
+
+def _cli(tmp_path: Path, *args: str, check: bool = True, stdin: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
+    env["REFLUENT_EMBEDDED__STATE_DIR"] = str(tmp_path / "state")
+    env["REFLUENT_CONFIG"] = os.environ["REFLUENT_CONFIG"]
+    env["COLUMNS"] = "200"
+    proc = subprocess.run([sys.executable, "-m", "refluent.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=120, input=stdin, cwd=tmp_path)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"refluent {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+COMMANDS = [[], ["config"], ["config", "show"], ["schemas"], ["schemas", "export"], ["topics"],
+            ["topics", "create"], ["topics", "list"], ["topics", "describe"], ["up"],
+            ["status"], ["down"], ["produce"], ["tail"], ["demo"]]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "refluent")
+def test_help__every_command_explains_itself(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    if not command:
+        assert "REFLUENT_KAFKA__BOOTSTRAP_SERVERS" in result.output
+
+
+@pytest.mark.unit
+def test_config_show__masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFLUENT_KAFKA__SASL_PASSWORD", "hunter2")
+    result = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["kafka"]["sasl_password"] == "**********"
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.unit
+def test_schemas_export__writes_one_file_per_contract(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["schemas", "export", str(tmp_path / "schemas")])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "schemas").iterdir())
+    assert "CdcEnvelope.v1.schema.json" in names and len(names) == 8
+    schema = json.loads((tmp_path / "schemas" / "Feedback.v1.schema.json").read_text())
+    assert schema["additionalProperties"] is False and "label" in schema["required"]
+
+
+@pytest.mark.e2e
+def test_without_services__commands_say_how_to_start_them(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "tail", "cdc.customers", check=False)
+    assert proc.returncode == 1
+    assert "refluent up" in proc.stderr and "REFLUENT_KAFKA__BOOTSTRAP_SERVERS" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.e2e
+def test_up_produce_tail_describe_down__round_trips_a_debezium_file(tmp_path: Path) -> None:
+    _cli(tmp_path, "up")
+    try:
+        assert "created" in _cli(tmp_path, "topics", "create").stdout
+        listed = _cli(tmp_path, "topics", "list").stdout
+        assert "cdc.customers.dlq" in listed and "missing" not in listed
+        out = _cli(tmp_path, "produce", "cdc.customers", "--file", str(EXAMPLE)).stdout
+        assert "14 record(s) produced" in out and "3 bad line(s)" in out
+        assert "cdc_customers.jsonl:13" in out
+
+        lines = _cli(tmp_path, "tail", "cdc.customers", "--from-beginning", "--max", "14",
+                     "--format", "jsonl", "--idle-timeout", "20").stdout.splitlines()
+        records = [json.loads(line) for line in lines]
+        assert len(records) == 14
+        ops = sorted(r["value"].get("op") or r["value"]["payload"]["op"] for r in records)
+        assert ops == sorted("rrrrrcucudu" "cc" "u")
+        assert {r["key"] for r in records} == {str(i) for i in range(1, 10)}
+
+        dead = [json.loads(x) for x in _cli(
+            tmp_path, "tail", "cdc.customers.dlq", "--from-beginning", "--max", "3",
+            "--format", "jsonl", "--idle-timeout", "20").stdout.splitlines()]
+        assert [d["headers"]["refluent.dlq.origin"] for d in dead] == [
+            "cdc_customers.jsonl:10", "cdc_customers.jsonl:13", "cdc_customers.jsonl:17"]
+        assert {d["headers"]["refluent.dlq.step"] for d in dead} == {"produce"}
+
+        # stdin works too, and --strict refuses a file with a bad line before producing.
+        good = EXAMPLE.read_text().splitlines()[0]
+        _cli(tmp_path, "produce", "cdc.customers", "--file", "-", stdin=good + "\n")
+        strict = _cli(tmp_path, "produce", "cdc.customers", "--file", str(EXAMPLE), "--strict",
+                      check=False)
+        assert strict.returncode == 1 and "nothing produced" in strict.stderr
+
+        described = _cli(tmp_path, "topics", "describe", "cdc.customers").stdout
+        assert "retention.ms" in described
+        status = _cli(tmp_path, "status").stdout
+        assert status.count("│ up ") == 3, status
+    finally:
+        down = _cli(tmp_path, "down")
+    assert "broker" in down.stdout and "stopped" in down.stdout
+    state = tmp_path / "state"
+    assert not (state / "services.json").exists()
+    assert _cli(tmp_path, "status", check=False).returncode == 3
+
+
+@pytest.mark.e2e
+def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "demo")
+    assert "round trip complete: 17 lines in = 14 read back + 3 dead letters" in proc.stdout
+    # The wrapped records' logical types were decoded (base64 Decimal -> 1250.75).
+    assert "credit_limit=1250.75" in proc.stdout
