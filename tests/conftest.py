@@ -35,3 +35,14 @@ def _no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     empty = tmp_path_factory.getbasetemp() / "empty.toml"
     empty.touch()
     monkeypatch.setenv("REFLUENT_CONFIG", str(empty))
+
+
+TIERS = {"unit", "contract", "integration", "property", "e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to a tier, so `-m` selections never skip one silently."""
+    unmarked = [i.nodeid for i in items if not TIERS & {m.name for m in i.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a tier marker ({', '.join(sorted(TIERS))}): "
+                                + ", ".join(unmarked[:5]))

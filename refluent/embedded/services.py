@@ -498,7 +498,7 @@ def down(settings: Settings) -> list[tuple[str, int | None, bool]]:
     """Stop the processes ``up`` started; returns (service, pid, stopped) per service."""
     state_dir = _state_dir(settings)
     services = load_state(state_dir)
-    result = []
+    result: list[tuple[str, int | None, bool]] = []
     for name, rec in services.items():
         if rec.external or rec.pid is None:
             continue

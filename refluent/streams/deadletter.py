@@ -61,7 +61,7 @@ class DeadLetterRouter:
             msg.topic() or "?", msg.key(), msg.value(), step, error,
             partition=msg.partition(), offset=msg.offset(),
             timestamp_ms=ts if ts_type and ts >= 0 else None,
-            headers=msg.headers(),
+            headers=msg.headers(),  # type: ignore[arg-type]  # a list on consumed records
         )
 
     def route_raw(

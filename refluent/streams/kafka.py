@@ -39,10 +39,6 @@ def _ck() -> Any:
     return require("confluent_kafka", "kafka")
 
 
-def _as_bytes(key: str | bytes | None) -> bytes | None:
-    return key.encode() if isinstance(key, str) else key
-
-
 class Producer:
     """An idempotent producer (``acks=all``) whose :meth:`flush` raises if any record failed.
 
@@ -73,6 +69,7 @@ class Producer:
         conf.update(overrides)
         self.bootstrap_servers = bootstrap_servers
         self._producer = _ck().Producer(conf)
+        self._produce = self._producer.produce
         self._failures: list[tuple[str, int | None, str]] = []
         self._produced: dict[str, int] = {}
 
@@ -90,19 +87,28 @@ class Producer:
         partition: int | None = None,
     ) -> None:
         """Queue one record; blocks (serving delivery reports) while the local queue is full."""
+        if key.__class__ is str:
+            key = key.encode()  # type: ignore[union-attr,unused-ignore]
+        produced = self._produced
+        produced[topic] = produced.get(topic, 0) + 1
+        if headers is None and partition is None:
+            try:
+                self._produce(topic, value, key)
+                return
+            except BufferError:
+                pass
         kwargs: dict[str, Any] = {}
         if headers:
             kwargs["headers"] = list(headers)
         if partition is not None:
             kwargs["partition"] = partition
-        produce = self._producer.produce
         while True:
             try:
-                produce(topic, value, _as_bytes(key), **kwargs)
-                break
+                self._produce(topic, value, key, **kwargs)
+                return
             except BufferError:
+                # Backpressure: the local queue is full until the broker acknowledges more.
                 self._producer.poll(0.05)
-        self._produced[topic] = self._produced.get(topic, 0) + 1
 
     def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports."""
@@ -377,8 +383,8 @@ class ConsumerLoop:
         processed = self._processed
         counts: dict[str, int] = {}
         for msg in records:
-            topic = msg.topic()
-            processed[(topic, msg.partition())] = msg.offset() + 1
+            topic: str = msg.topic()  # type: ignore[assignment]  # set on consumed records
+            processed[(topic, msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
             counts[topic] = counts.get(topic, 0) + 1
         for topic, n in counts.items():
             m = self._m_in.get(topic) or metrics.RECORDS_IN.labels(topic, self.group_id)

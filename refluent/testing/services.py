@@ -39,17 +39,16 @@ class RunningServices:
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings pointing every component at these services (short group timeouts)."""
-        kafka = {"bootstrap_servers": self.bootstrap_servers, "session_timeout_ms": 6000,
-                 "linger_ms": 1}
-        kafka.update(overrides.pop("kafka", {}))
-        return Settings(
-            kafka=kafka,
-            redis={"url": self.redis_url, **overrides.pop("redis", {})},
-            lake={"catalog_uri": self.catalog_uri, "warehouse": self.warehouse,
-                  **overrides.pop("lake", {})},
-            embedded={"state_dir": self.state_dir, **overrides.pop("embedded", {})},
+        values: dict[str, Any] = {
+            "kafka": {"bootstrap_servers": self.bootstrap_servers, "session_timeout_ms": 6000,
+                      "linger_ms": 1, **overrides.pop("kafka", {})},
+            "redis": {"url": self.redis_url, **overrides.pop("redis", {})},
+            "lake": {"catalog_uri": self.catalog_uri, "warehouse": self.warehouse,
+                     **overrides.pop("lake", {})},
+            "embedded": {"state_dir": self.state_dir, **overrides.pop("embedded", {})},
             **overrides,
-        )
+        }
+        return Settings(**values)
 
 
 def docker_answers() -> bool:

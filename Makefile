@@ -1,0 +1,45 @@
+# Every target sets up what it needs on a fresh machine: a virtual environment with Refluent and
+# its dev extras, and Debian's redis-server for the embedded services.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.refluent-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench setup services-deps clean
+
+demo: setup  ## run the end-to-end demo on the embedded services
+	$(VENV)/bin/refluent demo
+
+test: setup lint  ## lint, type-check and run every test tier
+	$(PY) -m pytest -m "unit or contract or property" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "integration or e2e" -q $(PYTEST_ARGS)
+	$(PY) -m pytest --doctest-modules refluent -q -p no:randomly
+
+test-fast: setup  ## unit, contract and property tests only (seconds, no services)
+	$(PY) -m pytest -m "unit or contract or property" -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check refluent tests bench
+	$(VENV)/bin/mypy
+
+bench: setup  ## the benchmarks, printing JSON
+	$(PY) bench/kafka_roundtrip.py
+
+setup: $(STAMP) services-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+services-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+clean:
+	rm -rf $(VENV) .refluent .pytest_cache .mypy_cache .ruff_cache .hypothesis
