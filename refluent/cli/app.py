@@ -410,7 +410,7 @@ def main() -> None:
     try:
         app()
     except RefluentError as exc:
-        err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

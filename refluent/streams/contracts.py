@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import base64
+import binascii
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +39,10 @@ from pydantic import (
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"timestamp {value.isoformat()} is out of range in UTC") from exc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
@@ -57,9 +61,12 @@ def _new_id() -> str:
 
 
 class Event(BaseModel):
-    """Base of Refluent's own events: strict about unknown fields, immutable."""
+    """Base of Refluent's own events: strict about unknown fields, immutable, and without
+    NaN or infinities (which JSON cannot carry)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     SCHEMA_VERSION: ClassVar[int] = 1
     schema_version: int = 1
@@ -93,7 +100,12 @@ class CdcSource(BaseModel):
     SQL Server's ``change_lsn``, MongoDB's ``ord``) are kept as extra fields.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
+    # ``schema`` shadows a BaseModel attribute, so the field is ``schema_`` with that alias,
+    # written back under the alias so Debezium's field name survives a round trip.
+    model_config = ConfigDict(
+        extra="allow", frozen=True, use_attribute_docstrings=True, serialize_by_alias=True,
+        validate_by_name=True, validate_by_alias=True,
+    )
 
     version: str | None = None
     connector: str | None = None
@@ -167,7 +179,11 @@ class CdcEnvelope(BaseModel):
         if isinstance(data, dict) and "payload" in data and "schema" in data:
             payload = data["payload"]
             if isinstance(payload, dict):
-                return _decode_logical(payload, data["schema"])
+                try:
+                    return _decode_logical(payload, data["schema"])
+                except (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                        binascii.Error) as exc:
+                    raise ValueError(f"wrapped Debezium record: {exc}") from exc
             return payload
         return data
 
@@ -180,6 +196,11 @@ class CdcEnvelope(BaseModel):
 
     @model_validator(mode="after")
     def _rows_match_op(self) -> CdcEnvelope:
+        if self.schema_version > self.SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is newer than the supported "
+                f"{self.SCHEMA_VERSION} for CdcEnvelope"
+            )
         if self.op in ("c", "r") and self.after is None:
             raise ValueError(f"op {self.op!r} needs an 'after' row")
         if self.op == "u" and self.after is None:
@@ -225,17 +246,23 @@ _TIME_UNITS = {
 }
 
 
+def _exact_decimal(b64: str, scale: int) -> Decimal:
+    """The Decimal whose unscaled big-endian two's-complement value is ``b64``, exactly (no
+    rounding to the default 28-digit context)."""
+    unscaled = int.from_bytes(base64.b64decode(b64, validate=True), "big", signed=True)
+    sign, digits, _ = Decimal(unscaled).as_tuple()
+    return Decimal((sign, digits, -scale))
+
+
 def _decode_value(value: Any, field: dict[str, Any]) -> Any:
     if value is None:
         return None
     name = field.get("name")
     if name == "org.apache.kafka.connect.data.Decimal" and isinstance(value, str):
         scale = int((field.get("parameters") or {}).get("scale", 0))
-        unscaled = int.from_bytes(base64.b64decode(value), "big", signed=True)
-        return Decimal(unscaled).scaleb(-scale)
+        return _exact_decimal(value, scale)
     if name == "io.debezium.data.VariableScaleDecimal" and isinstance(value, dict):
-        unscaled = int.from_bytes(base64.b64decode(value["value"]), "big", signed=True)
-        return Decimal(unscaled).scaleb(-int(value["scale"]))
+        return _exact_decimal(value["value"], int(value["scale"]))
     if name in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date") and isinstance(
         value, int
     ):

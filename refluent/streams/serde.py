@@ -98,7 +98,11 @@ class JsonSerde(Generic[M]):
                 raise DecodeError(self.name, "utf8", f"not UTF-8 at byte {uexc.start}") from exc
             raise DecodeError(self.name, "json", str(exc)) from exc
         assert self._unwrap is not None  # noqa: S101 - checked by the caller
-        return self.model.model_validate(self._unwrap(obj))
+        try:
+            unwrapped = self._unwrap(obj)
+        except ValueError as exc:
+            raise DecodeError(self.name, "validation", str(exc)) from exc
+        return self.model.model_validate(unwrapped)
 
     def _classify(self, data: bytes, exc: ValidationError) -> DecodeError:
         first = exc.errors(include_url=False)[0]

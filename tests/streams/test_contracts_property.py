@@ -35,11 +35,6 @@ _SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
-_SOURCE_SCHEMA_BUG = (
-    "CdcSource.schema_ (alias 'schema') is encoded as 'schema_' by JsonSerde.encode and comes "
-    "back as an extra field 'schema_' (and schema_=None), so no CdcEnvelope round-trips"
-)
-
 
 def _serde(name: str) -> JsonSerde[Any]:
     return JsonSerde(CONTRACTS[name], allow_tombstones=True)
@@ -69,12 +64,7 @@ _DATETIME_FIELDS = _find_datetime_fields()
 def _round_trip_params() -> list[Any]:
     params: list[Any] = []
     for name in CONTRACTS:
-        marks = (
-            [pytest.mark.xfail(strict=True, raises=AssertionError, reason=_SOURCE_SCHEMA_BUG)]
-            if name == "CdcEnvelope"
-            else []
-        )
-        params.append(pytest.param(name, marks=marks, id=name))
+        params.append(pytest.param(name, id=name))
     return params
 
 
@@ -316,16 +306,10 @@ def test_decode__invalid_utf8_is_a_utf8_or_json_error(name: str, data: st.DataOb
 
 
 # --------------------------------------------------------------------------------------------
-# Known bugs, kept as strict xfails so they turn red (and get un-marked) once fixed
+# Bad input anywhere in a record is a DecodeError, never another exception
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="UtcDatetime's astimezone(UTC) overflows near datetime.min/max and the "
-    "OverflowError escapes JsonSerde.decode instead of becoming a DecodeError",
-)
 @_SETTINGS
 @example(moment=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))
 @given(moment=st.datetimes(timezones=utc_offsets()))
@@ -337,12 +321,6 @@ def test_decode__any_parseable_timestamp_is_an_event_or_a_decode_error(moment: d
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, AttributeError, KeyError, ValueError, OverflowError),
-    reason="a malformed Kafka Connect schema or logical value in the wrapped form escapes "
-    "JsonSerde.decode as a raw exception instead of a DecodeError",
-)
 @_SETTINGS
 @example(schema={"fields": 5}, value=1)
 @given(
@@ -355,7 +333,8 @@ def test_decode__any_parseable_timestamp_is_an_event_or_a_decode_error(moment: d
             ),
         ),
     ),
-    value=st.one_of(st.integers(), st.text(max_size=5), st.just({"scale": 2})),
+    value=st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=5),
+                    st.just({"scale": 2})),
 )
 def test_decode__malformed_wrapped_form_is_a_decode_error(schema: Any, value: Any) -> None:
     payload = {"op": "c", "source": {}, "after": {"id": 1, "x": value}}

@@ -160,13 +160,20 @@ def test_rebalance__second_member_takes_partitions_and_nothing_is_lost(
     got: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
     revoked: list[int] = []
     stop_a, stop_b = StopSignal(), StopSignal()
+    b_assigned = threading.Event()
 
     def member(name: str, stop: StopSignal) -> None:
         def handler(batch: list) -> None:  # type: ignore[type-arg]
             got[name].extend((m.partition(), m.offset()) for m in batch)
-            time.sleep(0.05)
+            if not b_assigned.is_set():
+                time.sleep(0.1)  # keep work left over until the second member has joined
+
+        def on_assign(tps: list) -> None:  # type: ignore[type-arg]
+            if name == "b" and tps:
+                b_assigned.set()
 
         ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=5,
+                     on_assign=on_assign,
                      on_revoke=lambda tps: revoked.extend(tp.partition for tp in tps)
                      ).run(handler, stop=stop)
 
