@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from refluent.config import Settings
 from refluent.embedded.errors import (
@@ -33,7 +33,6 @@ from refluent.embedded.errors import (
 )
 
 STATE_FILE = "services.json"
-ServiceName = Literal["broker", "redis", "lake"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +268,7 @@ def check_lake(uri: str, warehouse: str, namespace: str, create: bool = False) -
 class ServiceRecord:
     """One service as recorded in the state file."""
 
-    name: ServiceName
+    name: str
     address: str
     external: bool
     pid: int | None = None
@@ -403,29 +402,24 @@ def up(settings: Settings, on_step: Any = None) -> dict[str, ServiceRecord]:
 
     started: list[ServiceRecord] = []
     try:
-        if settings.kafka.bootstrap_servers:
-            check_broker(settings.kafka.bootstrap_servers, timeout=emb.start_timeout_s)
-            services["broker"] = ServiceRecord("broker", settings.kafka.bootstrap_servers, True)
-            say("broker", f"external at {settings.kafka.bootstrap_servers}")
-        elif alive("broker"):
-            say("broker", f"already running at {services['broker'].address}")
-        else:
-            rec, _ = start_broker(state_dir, emb.broker_port, emb.broker_bin, emb.start_timeout_s)
-            services["broker"] = rec
-            started.append(rec)
-            say("broker", f"started at {rec.address} (pid {rec.pid})")
-
-        if settings.redis.url:
-            check_redis(settings.redis.url, timeout=emb.start_timeout_s)
-            services["redis"] = ServiceRecord("redis", _mask_url(settings.redis.url), True)
-            say("redis", "external")
-        elif alive("redis"):
-            say("redis", f"already running at {services['redis'].address}")
-        else:
-            rec, _ = start_redis(state_dir, emb.redis_port, emb.redis_bin, emb.start_timeout_s)
-            services["redis"] = rec
-            started.append(rec)
-            say("redis", f"started at {rec.address} (pid {rec.pid})")
+        processes = (
+            ("broker", settings.kafka.bootstrap_servers, check_broker, start_broker,
+             emb.broker_port, emb.broker_bin),
+            ("redis", settings.redis.url, check_redis, start_redis, emb.redis_port,
+             emb.redis_bin),
+        )
+        for name, external, check, start, port, binary in processes:
+            if external:
+                check(external, timeout=emb.start_timeout_s)
+                services[name] = ServiceRecord(name, _mask_url(external), True)
+                say(name, f"external at {_mask_url(external)}")
+            elif alive(name):
+                say(name, f"already running at {services[name].address}")
+            else:
+                rec, _ = start(state_dir, port, binary, emb.start_timeout_s)
+                services[name] = rec
+                started.append(rec)
+                say(name, f"started at {rec.address} (pid {rec.pid})")
 
         if settings.lake.catalog_uri:
             check_lake(settings.lake.catalog_uri, settings.lake.warehouse or "",
