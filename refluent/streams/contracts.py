@@ -317,6 +317,39 @@ class LogEvent(Event):
     """Structured fields of the line."""
 
 
+class FeatureUpdate(Event):
+    """A feature view's values for one entity after one source event, on ``features.<view>``.
+
+    Replaying the source replays the same updates (same ``source_*`` coordinates), so sinks use
+    ``(event_time, sequence)`` to let a newer update win and to drop a repeated one.
+    """
+
+    view: str = Field(min_length=1)
+    """Feature view name."""
+    entity_id: str = Field(min_length=1)
+    """Entity the values belong to (the record key)."""
+    values: dict[str, FeatureValue]
+    """Feature name -> value as of ``event_time``."""
+    event_time: UtcDatetime
+    """Event time of the source event that produced this update."""
+    windows: dict[str, tuple[UtcDatetime, UtcDatetime]] = Field(default_factory=dict)
+    """Feature name -> [start, end) of the window its value covers (windowed features)."""
+    deleted: bool = False
+    """For entity-state views: the row was deleted (values empty)."""
+    sequence: int = 0
+    """Tie-breaker after event time: the source offset (or log position) of the event."""
+    source_topic: str = ""
+    """Topic of the event that produced the update."""
+    source_partition: int = -1
+    """Its partition."""
+    source_offset: int = -1
+    """Its offset."""
+
+    def entity_key(self) -> str | None:
+        """Partition by entity."""
+        return self.entity_id
+
+
 class PredictionRequest(Event):
     """A request for a prediction, on ``inference.requests``."""
 
@@ -470,6 +503,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     for model in (
         CdcEnvelope,
         LogEvent,
+        FeatureUpdate,
         PredictionRequest,
         Prediction,
         Feedback,

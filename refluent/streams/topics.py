@@ -126,6 +126,13 @@ class TopicCatalog:
             key="entity id",
             doc="log events of one application",
         )
+        features = replace(
+            base,
+            name="features.*",
+            contract=c.FeatureUpdate,
+            key="entity id",
+            doc="updates of one feature view (a changelog: the latest per entity matters)",
+        )
         fixed = [
             replace(base, name="inference.requests", contract=c.PredictionRequest,
                     key="entity id", doc="prediction requests"),
@@ -143,7 +150,7 @@ class TopicCatalog:
         specs = fixed
         specs += [replace(cdc, name=f"cdc.{t}") for t in settings.cdc_tables]
         specs += [replace(logs, name=f"logs.{s}") for s in settings.log_sources]
-        return cls(specs, [cdc, logs])
+        return cls(specs, [cdc, logs, features])
 
     def __iter__(self) -> Iterator[TopicSpec]:
         """Every named topic followed by its dead-letter sibling."""

@@ -31,6 +31,7 @@ from refluent.streams.contracts import (
     CdcEnvelope,
     CdcSource,
     DriftAlert,
+    FeatureUpdate,
     Feedback,
     LabeledExample,
     LogEvent,
@@ -507,7 +508,32 @@ def retrain_requests() -> SearchStrategy[RetrainRequest]:
     )
 
 
+def feature_updates() -> SearchStrategy[FeatureUpdate]:
+    """Feature view updates, some with window bounds."""
+    window = aware_datetimes().flatmap(
+        lambda start: st.integers(1, 86_400).map(
+            lambda secs: (start, start + timedelta(seconds=secs))))
+    return _event(
+        FeatureUpdate,
+        {
+            "view": st.sampled_from(["customer_orders", "user_clicks", "customers"]),
+            "entity_id": _ids,
+            "values": _features,
+            "event_time": aware_datetimes(),
+        },
+        {
+            "windows": st.dictionaries(_names, window, max_size=3),
+            "deleted": st.booleans(),
+            "sequence": st.integers(0, _INT64_MAX),
+            "source_topic": st.sampled_from(["cdc.orders", "logs.app"]),
+            "source_partition": st.integers(0, 63),
+            "source_offset": st.integers(0, _INT64_MAX),
+        },
+    )
+
+
 STRATEGIES: dict[str, SearchStrategy[Any]] = {
+    "FeatureUpdate": feature_updates(),
     "CdcEnvelope": cdc_envelopes(),
     "LogEvent": log_events(),
     "PredictionRequest": prediction_requests(),

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from refluent.cli.app import app
+from refluent.streams.contracts import CONTRACTS
 
 EXAMPLE = Path(__file__).parents[2] / "refluent" / "examples" / "cdc_customers.jsonl"
 
@@ -60,7 +61,7 @@ def test_schemas_export__writes_one_file_per_contract(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["schemas", "export", str(tmp_path / "schemas")])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "schemas").iterdir())
-    assert "CdcEnvelope.v1.schema.json" in names and len(names) == 8
+    assert "CdcEnvelope.v1.schema.json" in names and len(names) == len(CONTRACTS)
     schema = json.loads((tmp_path / "schemas" / "Feedback.v1.schema.json").read_text())
     assert schema["additionalProperties"] is False and "label" in schema["required"]
 

@@ -49,6 +49,12 @@ _MINIMAL: dict[str, dict[str, Any]] = {
         "ts_ms": 1_700_000_000_000,
     },
     "LogEvent": {"source": "checkout", "ts": "2026-01-01T12:00:00+02:00", "message": "paid"},
+    "FeatureUpdate": {
+        "view": "customer_orders",
+        "entity_id": "c1",
+        "values": {"orders_1h": 3, "amount_sum_1h": 41.5},
+        "event_time": "2026-01-01T12:00:00Z",
+    },
     "PredictionRequest": {"model": "churn", "entity_id": "u1"},
     "Prediction": {
         "request_id": "r1",
