@@ -224,6 +224,11 @@ class ConsumerLoop:
         batch_size: Most records per handler call.
         on_assign: Called with the partitions the group gave this member.
         on_revoke: Called with the partitions taken away, before their offsets are committed.
+        start_offsets: Called on assignment; returns the next offset per (topic, partition) to
+            start from instead of the group's committed one (for sinks that keep their own
+            offsets, such as the lake). Partitions it leaves out start from the group offset.
+        commit_ready: Called after each batch; offsets are committed only when it returns True
+            (sinks that buffer across batches return False until they have flushed).
         **overrides: librdkafka properties that win over the defaults.
     """
 
@@ -238,6 +243,8 @@ class ConsumerLoop:
         batch_size: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
+        start_offsets: Callable[[list[TopicPartition]], dict[tuple[str, int], int]] | None = None,
+        commit_ready: Callable[[], bool] | None = None,
         **overrides: Any,
     ) -> None:
         conf = settings.client_config(bootstrap_servers)
@@ -257,6 +264,8 @@ class ConsumerLoop:
         self.batch_size = batch_size
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
+        self._start_offsets = start_offsets
+        self._commit_ready = commit_ready or (lambda: True)
         self._consumer = _ck().Consumer(conf)
         self._processed: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
@@ -265,14 +274,25 @@ class ConsumerLoop:
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self._start_offsets is not None:
+            starts = self._start_offsets(partitions)
+            for tp in partitions:
+                start = starts.get((tp.topic, tp.partition))
+                if start is not None:
+                    tp.offset = start
+            consumer.assign(partitions)
         self._assigned = list(partitions)
         if self._user_on_assign:
             self._user_on_assign(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # The user's callback flushes its sinks, so what was processed may now be committed.
         if self._user_on_revoke:
             self._user_on_revoke(partitions)
-        self._commit(asynchronous=False)
+        if self._commit_ready():
+            self._commit(asynchronous=False)
+        else:
+            self._processed = {}  # not durable: the next owner replays it
         self._assigned = []
 
     # -- offsets ---------------------------------------------------------------------------
@@ -352,8 +372,10 @@ class ConsumerLoop:
                     handler(records)
                     batch_hist.observe(time.perf_counter() - started)
                     self._mark_processed(records)
-                    self._commit(asynchronous=True)
-            self._commit(asynchronous=False)
+                    if self._commit_ready():
+                        self._commit(asynchronous=True)
+            if self._commit_ready():
+                self._commit(asynchronous=False)
         finally:
             self._consumer.close()
         return self.stats

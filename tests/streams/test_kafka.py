@@ -199,3 +199,41 @@ def test_rebalance__second_member_takes_partitions_and_nothing_is_lost(
         # Duplicates are allowed (at-least-once) but bounded by one batch per revoked partition.
         dupes = len(got["a"]) + len(got["b"]) - len(seen)
         assert dupes <= 5 * len(revoked)
+
+
+def test_start_offsets__override_the_group_offset_on_assignment(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=2)
+    _fill(settings, spec.name, 60)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    got: list[tuple[int, int]] = []
+    loop = ConsumerLoop(settings.kafka, bootstrap, f"g-seek-{spec.name}", [spec.name],
+                        start_offsets=lambda tps: {(spec.name, 0): 5})
+    counts = {p["partition"]: p["high"] for p in partition_offsets(settings.kafka, bootstrap,
+                                                                    spec.name)}
+    expected = (counts[0] or 0) - 5 + (counts[1] or 0)
+    loop.run(lambda b: got.extend((m.partition(), m.offset()) for m in b),
+             max_records=expected, idle_timeout=20)
+    assert min(o for p, o in got if p == 0) == 5
+    assert min(o for p, o in got if p == 1) == 0
+    assert len(got) == expected
+
+
+def test_commit_ready__holds_commits_until_sinks_flushed(settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 30)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-ready-{spec.name}"
+    flushed = {"upto": 0}
+    handled = 0
+
+    def handler(batch: list) -> None:  # type: ignore[type-arg]
+        nonlocal handled
+        handled += len(batch)
+        if handled >= 20 and not flushed["upto"]:
+            flushed["upto"] = handled
+
+    ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=10,
+                 commit_ready=lambda: bool(flushed["upto"]) and handled == flushed["upto"]
+                 ).run(handler, max_records=30, idle_timeout=20)
+    rows = partition_offsets(settings.kafka, bootstrap, spec.name, group)
+    assert rows[0]["committed"] == 20, "the last 10 were never declared durable"

@@ -1,0 +1,1 @@
+"""Every side effect: the online store (Redis), the lake (Iceberg), Kafka, webhooks."""
