@@ -1,0 +1,1 @@
+"""Pure transforms and the engines that run them: CDC unwrapping, windowed feature views."""
