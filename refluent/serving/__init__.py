@@ -1,0 +1,1 @@
+"""Serving: online feature reads, model scoring and the prediction endpoint."""
