@@ -178,6 +178,24 @@ class WebhookSettings(_Component):
     """Timeout of one delivery."""
 
 
+class ProcessingSettings(_Component):
+    """The feature pipeline: which views run, and how the engine keeps their state."""
+
+    views: str | None = None
+    """Module (dotted name or .py file) declaring the feature views."""
+    engine: Literal["faust"] = "faust"
+    """Engine running the views on this machine (Flink SQL runs them on a cluster)."""
+    app_id: str = "refluent-features"
+    """Engine application id: consumer group and prefix of its internal topics."""
+    table_store: str = "memory://"
+    """Where the engine keeps view state between changelog recoveries (memory://, rocksdb://)."""
+    producer_max_batch_size: int | None = Field(default=None, ge=1)
+    """Records per produce batch of the engine; empty means 1 on the embedded broker (whose
+    changelog recovery needs it) and the client default elsewhere."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the engine's Prometheus endpoint; 0 turns it off."""
+
+
 class EmbeddedSettings(_Component):
     """The single-machine services started by `refluent up`."""
 
@@ -220,6 +238,8 @@ class Settings(BaseSettings):
     """Differential privacy."""
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     """Alert webhooks."""
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    """Feature pipeline."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     """Embedded services."""
 

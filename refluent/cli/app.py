@@ -45,6 +45,15 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
 
 
+def _register_subcommands() -> None:
+    from refluent.cli.features import features_app, process
+    from refluent.cli.lake import lake_app
+
+    app.add_typer(features_app, name="features")
+    app.add_typer(lake_app, name="lake")
+    app.command()(process)
+
+
 class _State:
     overrides: dict[str, Any] = {}
 
@@ -403,6 +412,9 @@ def demo(
     from refluent.cli.demo import run_demo
 
     run_demo(settings(), console, keep=keep)
+
+
+_register_subcommands()
 
 
 def main() -> None:

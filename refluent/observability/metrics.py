@@ -39,3 +39,40 @@ BATCH_SECONDS = Histogram(
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
     start_http_server(port, addr=addr)
+
+FEATURE_FRESHNESS = Histogram(
+    "refluent_feature_freshness_seconds",
+    "Event time of a feature update to the moment it was written to the online store.",
+    ["view"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+ONLINE_UPDATES_APPLIED = Counter(
+    "refluent_online_updates_applied_total",
+    "Feature updates applied to the online store (newer than what it held).",
+    ["view"],
+)
+ONLINE_UPDATES_STALE = Counter(
+    "refluent_online_updates_stale_total",
+    "Feature updates the online store ignored: not newer than what it held (replays, late).",
+    ["view"],
+)
+LAKE_COMMIT_SECONDS = Histogram(
+    "refluent_lake_commit_seconds",
+    "Time to write and commit one micro-batch to a lake table (data files and catalog commit).",
+    ["table"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LAKE_ROWS_WRITTEN = Counter(
+    "refluent_lake_rows_written_total", "Rows appended to lake tables.", ["table"]
+)
+LAKE_RECORDS_SKIPPED = Counter(
+    "refluent_lake_records_skipped_total",
+    "Records the lake sink did not write: already in the table (replayed), tombstones, or "
+    "rejected by the row mapping and handed to the bad-record callback.",
+    ["table", "reason"],
+)
+LAKE_COMMIT_CONFLICTS = Counter(
+    "refluent_lake_commit_conflicts_total",
+    "Lake commits retried because another commit landed first.",
+    ["table"],
+)

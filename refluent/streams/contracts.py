@@ -331,13 +331,15 @@ class FeatureUpdate(Event):
     values: dict[str, FeatureValue]
     """Feature name -> value as of ``event_time``."""
     event_time: UtcDatetime
-    """Event time of the source event that produced this update."""
+    """Event time the values are as of: the entity's watermark (windowed views) or the
+    change's source time (entity-state views)."""
     windows: dict[str, tuple[UtcDatetime, UtcDatetime]] = Field(default_factory=dict)
     """Feature name -> [start, end) of the window its value covers (windowed features)."""
     deleted: bool = False
     """For entity-state views: the row was deleted (values empty)."""
     sequence: int = 0
-    """Tie-breaker after event time: the source offset (or log position) of the event."""
+    """Tie-breaker after event time: a per-entity version (windowed views) or the source
+    offset (entity-state views)."""
     source_topic: str = ""
     """Topic of the event that produced the update."""
     source_partition: int = -1

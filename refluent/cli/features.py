@@ -1,0 +1,122 @@
+"""``refluent features list|validate`` and ``refluent process``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+features_app = typer.Typer(help="Feature views declared in the views module.",
+                           no_args_is_help=True)
+
+ViewsOption = Annotated[
+    str | None,
+    typer.Option("--views", envvar="REFLUENT_PROCESSING__VIEWS", show_envvar=True,
+                 help="Module (dotted name or .py file) declaring the feature views."),
+]
+
+
+def _load(views_target: str | None) -> tuple[Any, list[Any]]:
+    from refluent.cli.app import settings
+    from refluent.errors import ConfigError
+    from refluent.processors.features import discover
+
+    s = settings()
+    target = views_target or s.processing.views
+    if not target:
+        raise ConfigError("processing.views", "no views module given",
+                          "pass --views my_views.py or set REFLUENT_PROCESSING__VIEWS")
+    return s, discover(target)
+
+
+@features_app.command("list")
+def features_list(views: ViewsOption = None) -> None:
+    """List the declared views: sources, entity, features and windows."""
+    from refluent.cli.app import console
+    from refluent.processors.features import FeatureView
+
+    _, found = _load(views)
+    table = Table(title="Feature views")
+    for col in ("view", "kind", "sources", "entity", "features", "ttl"):
+        table.add_column(col, overflow="fold")
+    for view in found:
+        if isinstance(view, FeatureView):
+            feats = "\n".join(f"{a.name} = {a.kind}({a.field or '*'}) over {a.window}"
+                              for a in view.aggregations)
+            table.add_row(view.name, "windowed", ", ".join(view.sources), view.entity, feats,
+                          str(view.ttl))
+        else:
+            cols = ", ".join(view.columns) if view.columns else "all columns"
+            table.add_row(view.name, "entity state", view.source, "+".join(view.primary_key),
+                          cols, str(view.ttl))
+    console.print(table)
+
+
+@features_app.command("validate")
+def features_validate(views: ViewsOption = None) -> None:
+    """Check the views load and read topics the catalog knows."""
+    from refluent.cli.app import console, err_console
+    from refluent.processors.features import validate
+    from refluent.streams.errors import UnknownTopicError
+    from refluent.streams.topics import TopicCatalog
+
+    s, found = _load(views)
+    catalog = TopicCatalog.from_settings(s.topics)
+
+    def known(topic: str) -> bool:
+        try:
+            return catalog.get(topic).contract is not None
+        except UnknownTopicError:
+            return False
+
+    problems = validate(found, known)
+    for problem in problems:
+        err_console.print(f"[red]✗[/] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {len(found)} view(s) valid: "
+                  + ", ".join(v.name for v in found))
+
+
+def process(
+    views: ViewsOption = None,
+    only: Annotated[list[str] | None, typer.Option("--view", help="Run only these views.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Engine log level (crit, error, warn, info).")
+                        ] = "warn",
+) -> None:
+    """Run the feature views on the Faust engine until stopped (SIGTERM/Ctrl-C).
+
+    Reads the views' source topics, keeps window state in changelog-backed tables and publishes
+    each view's updates to features.<view>.
+    """
+    from refluent.cli.app import console
+    from refluent.embedded.services import load_state, resolve_bootstrap
+    from refluent.observability.metrics import serve_metrics
+    from refluent.processors.faust_engine import FaustEngine, views_in
+    from refluent.streams.kafka import TopicAdmin
+
+    s, found = _load(views)
+    try:
+        selected = views_in(found, only)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--view") from exc
+    bootstrap = resolve_bootstrap(s)
+    broker = load_state(s.embedded.state_dir.resolve()).get("broker")
+    embedded = broker is not None and not broker.external and not s.kafka.bootstrap_servers
+    admin = TopicAdmin(s.kafka, bootstrap)
+    engine = FaustEngine(selected, s, bootstrap, embedded_broker=embedded or _is_tansu(s),
+                         partitions=admin.wait_ready())
+    admin.ensure([engine.catalog.get(t) for t in engine.topics_to_create()])
+    if s.processing.metrics_port:
+        serve_metrics(s.processing.metrics_port)
+    console.print(f"processing {', '.join(v.name for v in selected)} on {bootstrap}")
+    engine.run(loglevel)
+
+
+def _is_tansu(s: Any) -> bool:
+    """True when the configured brokers are the embedded one recorded by `refluent up`."""
+    from refluent.embedded.services import load_state
+
+    broker = load_state(s.embedded.state_dir.resolve()).get("broker")
+    return broker is not None and broker.address == s.kafka.bootstrap_servers

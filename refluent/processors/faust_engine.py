@@ -1,0 +1,288 @@
+"""The Faust engine: feature views on one machine, state in changelog-backed Faust tables.
+
+Topology, per view:
+
+- A feature view reads each source topic, decodes the record by the topic's contract, finds the
+  entity and forwards the raw record to ``<app>-<view>-by-entity`` keyed by entity, with the
+  original topic/partition/offset in headers (a repartition, so one entity's state lives on one
+  partition whatever the source is keyed by). A second agent applies the records to the view's
+  table ``<app>-state-<view>`` and publishes updates to ``features.<view>``.
+- An entity-state view reads its ``cdc.<table>`` topic directly: Debezium keys changes by the
+  primary key, which is the view's entity.
+
+Delivery: at-least-once from Kafka (the embedded broker cannot run Kafka transactions). Exactly-once
+state comes from the views' runtime: each entity state remembers the last source offset applied
+per source partition, so records consumed again after a crash change nothing. Bad records go to
+``<source>.dlq`` (flushed before the record's offset can be committed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from refluent.config import Settings
+from refluent.errors import require
+from refluent.processors.features import EntityStateView, FeatureView, View
+from refluent.processors.runtime import (
+    EntityStateRuntime,
+    FeatureViewRuntime,
+    Outcome,
+    Source,
+    runtime_for,
+)
+from refluent.streams.contracts import CdcEnvelope
+from refluent.streams.deadletter import DeadLetterRouter
+from refluent.streams.errors import DecodeError
+from refluent.streams.kafka import Producer
+from refluent.streams.processing import RecordRejected
+from refluent.streams.serde import JsonSerde
+from refluent.streams.topics import TopicCatalog
+
+log = logging.getLogger(__name__)
+
+H_TOPIC = "refluent.src.topic"
+H_PARTITION = "refluent.src.partition"
+H_OFFSET = "refluent.src.offset"
+
+
+def _load_state(raw: Any) -> dict[str, Any]:
+    """An entity state from the table: JSON bytes as written, or what recovery decoded."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, (bytes, bytearray, memoryview, str)):
+        return dict(orjson.loads(raw))
+    raise TypeError(f"unexpected state value of type {type(raw).__name__}: {raw!r:.80}")
+
+
+def _broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+
+
+class FaustEngine:
+    """Builds the Faust app that runs ``views``.
+
+    Args:
+        views: The views to run.
+        settings: Refluent settings (Kafka, topics, processing).
+        bootstrap_servers: Kafka brokers.
+        embedded_broker: True on the embedded broker (one record per produce batch, which its
+            changelog recovery needs, unless ``processing.producer_max_batch_size`` says
+            otherwise).
+        partitions: Partition count of each existing source topic. A table read straight from a
+            source topic (entity-state views) must have as many partitions as the topic.
+    """
+
+    def __init__(self, views: Sequence[View], settings: Settings, bootstrap_servers: str,
+                 *, embedded_broker: bool = False,
+                 partitions: dict[str, int] | None = None) -> None:
+        self._partitions = partitions or {}
+        self.views = list(views)
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.catalog = TopicCatalog.from_settings(settings.topics)
+        proc = settings.processing
+        batch = proc.producer_max_batch_size or (1 if embedded_broker else None)
+        faust: Any = require("faust", "faust")
+        options: dict[str, Any] = {
+            "broker": _broker_urls(bootstrap_servers),
+            "store": proc.table_store,
+            "processing_guarantee": "at_least_once",
+            "topic_partitions": settings.topics.default_partitions,
+            "topic_replication_factor": settings.topics.replication_factor,
+            "broker_session_timeout": settings.kafka.session_timeout_ms / 1000,
+            "broker_heartbeat_interval": max(settings.kafka.session_timeout_ms / 10000, 0.5),
+            "web_enabled": False,
+            "stream_buffer_maxsize": 8192,
+            "autodiscover": False,
+            # A record whose processing raised must be consumed again, not acknowledged.
+            "stream_ack_exceptions": False,
+        }
+        if batch:
+            options["producer_max_batch_size"] = batch
+        self.app = faust.App(proc.app_id, **options)
+        self._dlq = Producer(settings.kafka, bootstrap_servers,
+                             **{"message.max.bytes": settings.kafka.dlq_max_record_bytes + 65536})
+        self._router = DeadLetterRouter(self._dlq)
+        self._serdes: dict[str, JsonSerde[Any]] = {}
+        self.stats = {"in": 0, "updates": 0, "dead_lettered": 0}
+        for view in self.views:
+            self._wire(view)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _serde(self, topic: str) -> JsonSerde[Any]:
+        serde = self._serdes.get(topic)
+        if serde is None:
+            spec = self.catalog.get(topic)
+            if spec.contract is None:
+                raise DecodeError(topic, "no_contract", f"topic {topic} has no event contract")
+            serde = JsonSerde(spec.contract, max_record_bytes=self.settings.kafka.max_record_bytes,
+                              allow_tombstones=spec.allow_tombstones)
+            self._serdes[topic] = serde
+        return serde
+
+    def _reject(self, source: Source, key: bytes | None, value: bytes | None, step: str,
+                error: BaseException) -> None:
+        self._router.route_raw(source.topic, key, value, step, error,
+                               partition=source.partition, offset=source.offset)
+        # Flushed now, so the offset Faust commits later never covers a lost dead letter.
+        self._dlq.flush()
+        self.stats["dead_lettered"] += 1
+
+    def _topic(self, name: str, partitions: int | None = None, internal: bool = False) -> Any:
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw", partitions=partitions, internal=internal)
+
+    def _publish(self, out: Any, outcome: Outcome) -> None:
+        for update in outcome.updates:
+            out.send_soon(key=update.entity_id.encode(), value=update.model_dump_json().encode())
+        self.stats["updates"] += len(outcome.updates)
+
+    # -- topology --------------------------------------------------------------------------
+
+    def _wire(self, view: View) -> None:
+        runtime = runtime_for(view)
+        faust: Any = require("faust", "faust")
+        # Keys as JSON strings (they come back as str after recovery); states as raw JSON bytes.
+        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
+                              value_serializer="raw")
+        partitions = self.settings.topics.default_partitions
+        if isinstance(view, EntityStateView):
+            partitions = self._partitions.get(view.source, partitions)
+        table = self.app.Table(f"state-{view.name}", default=None, schema=schema,
+                               partitions=partitions)
+        out = self._topic(view.topic)
+        if isinstance(runtime, FeatureViewRuntime):
+            self._wire_feature_view(runtime, table, out)
+        else:
+            self._wire_entity_state(runtime, table, out)
+
+    def _wire_feature_view(self, runtime: FeatureViewRuntime, table: Any, out: Any) -> None:
+        view = runtime.view
+        by_entity = self._topic(f"{self.app.conf.id}-{view.name}-by-entity", internal=True,
+                                partitions=self.settings.topics.default_partitions)
+        engine = self
+
+        for source_topic in view.sources:
+            async def route(stream: Any, _topic: str = source_topic) -> None:
+                async for event in stream.events():
+                    msg = event.message
+                    src = Source(msg.topic, msg.partition, msg.offset)
+                    engine.stats["in"] += 1
+                    try:
+                        decoded = engine._serde(_topic).decode(event.value)
+                        keyed = runtime.key(decoded)
+                    except (DecodeError, RecordRejected) as exc:
+                        engine._reject(src, event.key, event.value, getattr(
+                            exc, "step", "decode"), exc)
+                        continue
+                    if keyed is None:
+                        continue
+                    entity = keyed[0]
+                    await by_entity.send(
+                        key=entity.encode(), value=event.value,
+                        headers={H_TOPIC: src.topic.encode(),
+                                 H_PARTITION: str(src.partition).encode(),
+                                 H_OFFSET: str(src.offset).encode()})
+
+            self.app.agent(self._topic(source_topic), name=f"{view.name}-from-{source_topic}")(
+                route)
+
+        async def apply(stream: Any) -> None:
+            async for event in stream.events():
+                headers = dict(event.headers or {})
+                src = Source(headers[H_TOPIC].decode(), int(headers[H_PARTITION]),
+                             int(headers[H_OFFSET]))
+                try:
+                    decoded = engine._serde(src.topic).decode(event.value)
+                    keyed = runtime.key(decoded)
+                    if keyed is None:
+                        continue
+                    entity, row, ts_ms = keyed
+                    state = _load_state(table.get(entity))
+                    outcome = runtime.process(state, entity, row, ts_ms, src)
+                except (DecodeError, RecordRejected) as exc:
+                    engine._reject(src, event.key, event.value, getattr(exc, "step", "decode"),
+                                   exc)
+                    continue
+                for key, new_state in outcome.states.items():
+                    table[key] = orjson.dumps(new_state)
+                engine._publish(out, outcome)
+
+        self.app.agent(by_entity, name=f"{view.name}-apply")(apply)
+
+    def _wire_entity_state(self, runtime: EntityStateRuntime, table: Any, out: Any) -> None:
+        view: EntityStateView = runtime.view
+        engine = self
+
+        def lookup(key: str) -> dict[str, Any]:
+            return _load_state(table.get(key))
+
+        async def apply(stream: Any) -> None:
+            async for event in stream.events():
+                msg = event.message
+                src = Source(msg.topic, msg.partition, msg.offset)
+                engine.stats["in"] += 1
+                try:
+                    decoded = engine._serde(view.source).decode(event.value)
+                    if decoded is None:
+                        continue  # a tombstone after a delete
+                    assert isinstance(decoded, CdcEnvelope)  # noqa: S101 - cdc.* contract
+                    if decoded.op == "t":
+                        states = {k: _load_state(v) for k, v in table.items()}
+                        outcome = runtime.truncate(decoded, src, states)
+                    else:
+                        outcome = runtime.process(decoded, src, lookup)
+                except (DecodeError, RecordRejected) as exc:
+                    engine._reject(src, event.key, event.value, getattr(exc, "step", "decode"),
+                                   exc)
+                    continue
+                for key, new_state in outcome.states.items():
+                    table[key] = orjson.dumps(new_state)
+                engine._publish(out, outcome)
+
+        self.app.agent(self._topic(view.source), name=f"{view.name}-apply")(apply)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def topics_to_create(self) -> list[str]:
+        """Source, output and dead-letter topics the engine expects to exist."""
+        names: list[str] = []
+        for view in self.views:
+            for source in view.sources:
+                names += [source, source + ".dlq"]
+            names.append(view.topic)
+        return list(dict.fromkeys(names))
+
+    def run(self, loglevel: str = "warn") -> None:
+        """Run the worker until SIGTERM/SIGINT (blocks)."""
+        faust: Any = require("faust", "faust")
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self._dlq.close()
+
+
+def views_in(views: Sequence[View], names: Sequence[str] | None) -> list[View]:
+    """The views named in ``names`` (all when None).
+
+    Raises:
+        KeyError: a name is not a declared view.
+    """
+    if not names:
+        return list(views)
+    by_name = {v.name: v for v in views}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise KeyError(f"unknown view(s) {missing}; declared: {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+__all__ = ["FaustEngine", "FeatureView", "EntityStateView", "views_in"]

@@ -1,0 +1,264 @@
+"""Running a view over decoded events: pure, given the entity states the engine stores.
+
+An engine (Faust, the in-memory test runner) decodes a record, asks the view's runtime for the
+entity key, loads that entity's state, calls :meth:`process`, stores the state it gets back and
+publishes the :class:`~refluent.streams.contracts.FeatureUpdate` records. A record a view cannot
+take (no entity, a late event, a value it cannot aggregate) raises
+:class:`~refluent.streams.processing.RecordRejected`, which the engine dead-letters.
+
+Replays: every state remembers the last offset applied per source partition, so a record
+consumed again after a crash changes nothing. Its update is published again when it was the last
+one applied (the crash may have lost it after the state was saved); downstream sinks drop the
+repeat by its ``(event_time, sequence)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from refluent.processors import cdc
+from refluent.processors.aggregations import Duplicate, Late, WindowedAggregator
+from refluent.processors.errors import FeatureViewError
+from refluent.processors.features import (
+    EntityStateView,
+    FeatureView,
+    View,
+    apply_transforms,
+    event_row,
+)
+from refluent.streams.contracts import CdcEnvelope, FeatureUpdate
+from refluent.streams.processing import RecordRejected
+
+State = dict[str, Any]
+StateLookup = Callable[[str], State]
+"""Returns the stored state of an entity (``{}`` when none)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Outcome:
+    """What processing one record did: states to store (entity -> state) and updates."""
+
+    states: dict[str, State] = field(default_factory=dict)
+    updates: list[FeatureUpdate] = field(default_factory=list)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _update_json(update: FeatureUpdate) -> dict[str, Any]:
+    return update.model_dump(mode="json")
+
+
+class FeatureViewRuntime:
+    """Runs a :class:`FeatureView`."""
+
+    def __init__(self, view: FeatureView) -> None:
+        self.view = view
+        self.step = f"view:{view.name}"
+        self.aggregator = WindowedAggregator(view.aggregations)
+
+    def key(self, event: BaseModel | None) -> tuple[str, dict[str, Any], int] | None:
+        """The entity id, transformed row and event time of ``event``; None to skip it.
+
+        Raises:
+            RecordRejected: the row has no entity id.
+        """
+        if event is None:  # a tombstone: nothing to aggregate
+            return None
+        row, ts_ms = event_row(event)
+        out = apply_transforms(self.view.transforms, row)
+        if out is None:
+            return None
+        entity = out.get(self.view.entity)
+        if entity is None or entity == "":
+            raise RecordRejected(self.step, "no_entity",
+                                 f"field {self.view.entity!r} is missing or empty")
+        return str(entity), out, ts_ms
+
+    def process(self, state: State, entity: str, row: dict[str, Any], ts_ms: int,
+                source: Source) -> Outcome:
+        """Apply one event to ``entity``'s ``state``.
+
+        ``state`` is changed in place only when the event is applied (the outcome then holds
+        it to store); a rejected, late or repeated event leaves it as it was.
+
+        Raises:
+            RecordRejected: a late event or a value the aggregations cannot take.
+        """
+        working = state
+        agg_state = working.setdefault("agg", {})
+        try:
+            result = self.aggregator.process(
+                agg_state, ts_ms, source.offset, row,
+                (source.topic, source.partition, source.offset))
+        except FeatureViewError as exc:
+            raise RecordRejected(self.step, "bad_value", str(exc)) from exc
+        if isinstance(result, Duplicate):
+            last = state.get("last")
+            if last is not None and last.get("source_offset") == source.offset and \
+                    last.get("source_topic") == source.topic and \
+                    last.get("source_partition") == source.partition:
+                return Outcome({}, [FeatureUpdate.model_validate(last)])
+            return Outcome()
+        if isinstance(result, Late):
+            raise RecordRejected(self.step, "late", result.reason)
+        # Publish the entity's values as of its watermark, not as of this event: events of one
+        # entity may be applied out of event-time order (several source partitions), and the
+        # online store keeps the update with the greatest (event_time, sequence). With the
+        # watermark as event time and a per-entity version as sequence, the last update
+        # applied is the one that wins, and it holds every event applied so far.
+        wm = self.aggregator.watermark(result.state)
+        assert wm is not None  # noqa: S101 - an event was applied
+        if wm == ts_ms:
+            values, windows = result.values, result.windows
+        else:
+            values = self.aggregator.values_as_of(result.state, wm)
+            windows = {}
+            for a in self.view.aggregations:
+                bounds = a.window.current(wm)
+                windows[a.name] = (bounds.start_ms, bounds.end_ms)
+        version = int(working.get("version", 0)) + 1
+        working["version"] = version
+        update = FeatureUpdate(
+            view=self.view.name,
+            entity_id=entity,
+            values=values,
+            event_time=_dt(wm),
+            windows={k: (_dt(s), _dt(e)) for k, (s, e) in windows.items()},
+            sequence=version,
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+        )
+        working["agg"] = self.aggregator.dump_state(result.state)
+        working["last"] = _update_json(update)
+        return Outcome({entity: working}, [update])
+
+
+class EntityStateRuntime:
+    """Runs an :class:`EntityStateView` (latest row per primary key)."""
+
+    def __init__(self, view: EntityStateView) -> None:
+        self.view = view
+        self.step = f"view:{view.name}"
+
+    def key(self, event: BaseModel | None) -> str | None:
+        """The primary key the change is about; None for a truncate or tombstone.
+
+        Raises:
+            RecordRejected: the row lacks a primary-key column, or the event is not a change.
+        """
+        if event is None:
+            return None
+        if not isinstance(event, CdcEnvelope):
+            raise RecordRejected(self.step, "not_cdc",
+                                 f"{type(event).__name__} is not a Debezium change")
+        if event.op == "t":
+            return None
+        try:
+            return cdc.primary_key_of(event.row, self.view.primary_key)
+        except KeyError as exc:
+            raise RecordRejected(self.step, "no_entity",
+                                 f"primary-key column {exc} missing from the row") from exc
+
+    def process(self, env: CdcEnvelope, source: Source, lookup: StateLookup) -> Outcome:
+        """Apply one change; ``lookup`` gives the stored state of any primary key.
+
+        Raises:
+            RecordRejected: the row lacks a primary-key column.
+        """
+        key = self.key(env)
+        if key is None:
+            return Outcome()
+        old_state = None
+        if env.op == "u" and env.before is not None:
+            try:
+                old_key = cdc.primary_key_of(env.before, self.view.primary_key)
+            except KeyError:
+                old_key = key
+            if old_key != key:
+                old_state = lookup(old_key)
+        state = lookup(key)
+        try:
+            changes = cdc.apply_change(state, env, self.view.primary_key, offset=source.offset,
+                                       old_state=old_state)
+        except (KeyError, ValueError) as exc:
+            raise RecordRejected(self.step, "bad_change", str(exc)) from exc
+        if not changes:
+            last = state.get("last")
+            if last is not None and last.get("source_offset") == source.offset and \
+                    last.get("source_partition") == source.partition:
+                return Outcome({}, [FeatureUpdate.model_validate(last)])
+            return Outcome()
+        return self._publish(changes, source)
+
+    def truncate(self, env: CdcEnvelope, source: Source, states: dict[str, State]) -> Outcome:
+        """Apply a truncate to every state held."""
+        return self._publish(cdc.apply_truncate(states, env, offset=source.offset), source)
+
+    def _publish(self, changes: list[cdc.RowChange], source: Source) -> Outcome:
+        out = Outcome()
+        for change in changes:
+            row = change.row
+            if row is not None:
+                row = apply_transforms(self.view.transforms, row)
+            deleted = row is None
+            update = FeatureUpdate(
+                view=self.view.name,
+                entity_id=change.key,
+                values={} if deleted else _plain(self.view.project(row or {})),
+                event_time=_dt(change.event_time_ms),
+                deleted=deleted,
+                sequence=source.offset,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+            )
+            state = change.state
+            if change.row is not None:
+                state["row"] = _plain(change.row)  # decimals, dates: JSON for the changelog
+            state["last"] = _update_json(update)
+            out.states[change.key] = state
+            out.updates.append(update)
+        return out
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Feature values as JSON scalars: decimals to float, dates and times to ISO text."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        elif hasattr(v, "isoformat"):
+            out[k] = v.isoformat()
+        else:
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                out[k] = str(v)
+    return out
+
+
+Runtime = FeatureViewRuntime | EntityStateRuntime
+
+
+def runtime_for(view: View) -> Runtime:
+    """The runtime of ``view``."""
+    if isinstance(view, FeatureView):
+        return FeatureViewRuntime(view)
+    return EntityStateRuntime(view)

@@ -1,0 +1,218 @@
+"""The Faust engine against the real broker gives the in-memory runner's numbers, also after
+``kill -9`` and a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from refluent.config import Settings
+from refluent.processors.features import discover
+from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
+from refluent.streams.io import tail
+from refluent.streams.kafka import Producer, TopicAdmin
+from refluent.streams.topics import TopicCatalog
+from refluent.testing.runner import InMemoryRunner
+
+pytestmark = pytest.mark.integration
+
+VIEWS = """
+from datetime import timedelta
+from refluent.processors.aggregations import Aggregation
+from refluent.processors.features import EntityStateView, FeatureView, only_ops
+from refluent.processors.windows import Hopping, Sliding, Tumbling
+
+activity = FeatureView("activity_{sfx}", "entity_id", ("logs.{sfx}",), (
+    Aggregation("events_1h", "count", None, Tumbling(timedelta(hours=1))),
+    Aggregation("spend_1h", "sum", "amount", Tumbling(timedelta(hours=1))),
+    Aggregation("spend_2h", "sum", "amount", Hopping(timedelta(hours=2), timedelta(hours=1))),
+    Aggregation("max_10m", "max", "amount", Sliding(timedelta(minutes=10))),
+    Aggregation("pages", "approx_distinct", "page", Tumbling(timedelta(hours=1))),
+))
+orders = FeatureView("orders_{sfx}", "customer_id", ("cdc.orders_{sfx}",), (
+    Aggregation("orders_1h", "count", None, Tumbling(timedelta(hours=1))),
+    Aggregation("last_amount", "last", "amount", Tumbling(timedelta(hours=1))),
+), transforms=(only_ops("c", "r"),))
+customers = EntityStateView("customers_{sfx}", "cdc.customers_{sfx}", columns=("tier",))
+"""
+
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+
+
+def log_events(n: int, start: int = 0) -> list[LogEvent]:
+    return [LogEvent(source="app", ts=T0 + timedelta(seconds=7 * i), message="buy",
+                     entity_id=f"u{i % 13}", attributes={"amount": i % 50, "page": f"/p{i % 7}"})
+            for i in range(start, start + n)]
+
+
+def cdc_events(n: int, start: int = 0) -> tuple[list[CdcEnvelope], list[CdcEnvelope]]:
+    orders, customers = [], []
+    for i in range(start, start + n):
+        ms = int((T0 + timedelta(seconds=11 * i)).timestamp() * 1000)
+        row = {"id": i, "customer_id": f"c{i % 5}", "amount": float(i)}
+        orders.append(CdcEnvelope.model_validate(
+            {"op": "c", "after": row, "source": {"ts_ms": ms, "lsn": 10 * i}}))
+        cust = {"id": i % 9, "tier": ["basic", "gold", "vip"][i % 3]}
+        op = "d" if i % 17 == 16 else "u"
+        customers.append(CdcEnvelope.model_validate(
+            {"op": op, "before": cust, "after": None if op == "d" else cust,
+             "source": {"ts_ms": ms, "lsn": 10 * i + 1}}))
+    return orders, customers
+
+
+def _key(event: Any) -> str:
+    if isinstance(event, CdcEnvelope):
+        return str(event.row["id"])
+    return str(event.entity_id)
+
+
+def produce(settings: Settings, topic: str, events: list[Any]) -> None:
+    spec = TopicCatalog.from_settings(settings.topics).get(topic)
+    TopicAdmin(settings.kafka, settings.kafka.bootstrap_servers or "").ensure([spec, spec.dlq()])
+    with Producer(settings.kafka, settings.kafka.bootstrap_servers or "") as producer:
+        for event in events:
+            producer.produce(topic, event.model_dump_json().encode(), _key(event))
+
+
+@pytest.fixture()
+def setup(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    sfx = uuid.uuid4().hex[:6]
+    module = tmp_path / "views.py"
+    module.write_text(VIEWS.replace("{sfx}", sfx))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
+    env.update({
+        "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
+        "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+        "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "REFLUENT_PROCESSING__VIEWS": str(module),
+        "REFLUENT_PROCESSING__APP_ID": f"engine-test-{sfx}",
+        "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": "1",
+        "REFLUENT_EMBEDDED__STATE_DIR": str(tmp_path / "state"),
+    })
+    yield sfx, module, env
+
+
+def start(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    log = (cwd / "engine.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "refluent.cli", "process"], env=env,
+                            cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def latest(settings: Settings, topic: str, expected: dict[str, FeatureUpdate],
+           timeout: float = 90) -> dict[str, dict[str, Any]]:
+    """Read ``topic`` until the latest update per entity matches ``expected`` or time runs out."""
+    want = {k: _comparable(u) for k, u in expected.items()}
+    seen: dict[str, tuple[Any, dict[str, Any]]] = {}
+    deadline = time.monotonic() + timeout
+    for rec in tail(settings.kafka, settings.kafka.bootstrap_servers or "", topic,
+                    from_beginning=True, idle_timeout=timeout,
+                    should_stop=lambda: time.monotonic() > deadline):
+        update = FeatureUpdate.model_validate_json(rec.value or b"{}")
+        order = (update.event_time, update.sequence)
+        if update.entity_id not in seen or order >= seen[update.entity_id][0]:
+            seen[update.entity_id] = (order, _comparable(update))
+        if {k: v for k, (_, v) in seen.items()} == want:
+            break
+    return {k: v for k, (_, v) in seen.items()}
+
+
+def _comparable(update: FeatureUpdate) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps({"values": update.values, "deleted": update.deleted,
+                                      "event_time": update.event_time.isoformat()}))
+
+
+def expected_online(module: Path, feeds: list[tuple[str, list[Any]]]) -> InMemoryRunner:
+    runner = InMemoryRunner(discover(str(module)))
+    for topic, events in feeds:
+        runner.feed(topic, events)
+    return runner
+
+
+def check(settings: Settings, runner: InMemoryRunner, sfx: str) -> None:
+    for view in ("activity", "orders", "customers"):
+        name = f"{view}_{sfx}"
+        expected = runner.online[name]
+        got = latest(settings, f"features.{name}", expected)
+        assert got == {k: _comparable(u) for k, u in expected.items()}, (name, dead(settings))
+
+
+def dead(settings: Settings) -> list[str]:
+    """What the engine dead-lettered, to explain a mismatch."""
+    from refluent.streams.deadletter import DeadLetter
+    from refluent.streams.kafka import TopicAdmin
+
+    names = TopicAdmin(settings.kafka, settings.kafka.bootstrap_servers or "").wait_ready()
+    out = []
+    for topic in names:
+        if topic.endswith(".dlq"):
+            for rec in tail(settings.kafka, settings.kafka.bootstrap_servers or "", topic,
+                            from_beginning=True, idle_timeout=2):
+                letter = DeadLetter.parse(rec.headers, rec.key, rec.value)
+                out.append(f"{letter.topic}@{letter.offset}: {letter.reason}: {letter.message}")
+    return out
+
+
+def test_engine__matches_the_in_memory_runner(
+    settings: Settings, setup: tuple[str, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    sfx, module, env = setup
+    logs = log_events(300)
+    orders, customers = cdc_events(120)
+    proc = start(env, tmp_path)
+    try:
+        produce(settings, f"logs.{sfx}", logs)
+        produce(settings, f"cdc.orders_{sfx}", orders)
+        produce(settings, f"cdc.customers_{sfx}", customers)
+        runner = expected_online(module, [(f"logs.{sfx}", logs),
+                                          (f"cdc.orders_{sfx}", orders),
+                                          (f"cdc.customers_{sfx}", customers)])
+        check(settings, runner, sfx)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, (tmp_path / "engine.log").read_text()[-3000:]
+
+
+def test_engine__kill_9_and_restart_gives_the_same_features(
+    settings: Settings, setup: tuple[str, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    sfx, module, env = setup
+    logs = log_events(600)
+    orders, customers = cdc_events(200)
+    proc = start(env, tmp_path)
+    try:
+        produce(settings, f"logs.{sfx}", logs[:300])
+        produce(settings, f"cdc.orders_{sfx}", orders[:100])
+        produce(settings, f"cdc.customers_{sfx}", customers[:100])
+        time.sleep(12)  # let it process part of the input
+        stop(proc, signal.SIGKILL)
+        produce(settings, f"logs.{sfx}", logs[300:])
+        produce(settings, f"cdc.orders_{sfx}", orders[100:])
+        produce(settings, f"cdc.customers_{sfx}", customers[100:])
+        proc = start(env, tmp_path)
+        runner = expected_online(module, [(f"logs.{sfx}", logs),
+                                          (f"cdc.orders_{sfx}", orders),
+                                          (f"cdc.customers_{sfx}", customers)])
+        check(settings, runner, sfx)
+    finally:
+        stop(proc)
