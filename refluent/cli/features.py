@@ -120,3 +120,60 @@ def _is_tansu(s: Any) -> bool:
 
     broker = load_state(s.embedded.state_dir.resolve()).get("broker")
     return broker is not None and broker.address == s.kafka.bootstrap_servers
+
+
+sink_app = typer.Typer(help="Write topics to the lake or the online store.", no_args_is_help=True)
+
+IdleOption = Annotated[
+    float | None, typer.Option(help="Stop after this many seconds without a record.")]
+CaughtUpOption = Annotated[
+    bool, typer.Option("--until-caught-up",
+                       help="Stop once everything the topics hold now is written.")]
+
+
+@sink_app.command("lake")
+def sink_lake(
+    topics: Annotated[list[str] | None, typer.Argument(
+        help="Topics to land (default: the catalog's cdc.* and logs.* topics and every view's "
+             "features.* topic).")] = None,
+    views: ViewsOption = None,
+    group: Annotated[str, typer.Option(help="Consumer group.")] = "refluent-lake",
+    idle_timeout: IdleOption = None,
+    until_caught_up: CaughtUpOption = False,
+) -> None:
+    """Land topics in Iceberg tables, exactly once (offsets live in the tables' snapshots)."""
+    from refluent.cli.app import console, settings
+    from refluent.embedded.services import resolve_bootstrap
+    from refluent.sinks.pipeline import SinkPipeline, lake_routes, lake_table_for
+    from refluent.streams.topics import TopicCatalog
+
+    s = settings()
+    if not topics:
+        topics = [spec.name for spec in TopicCatalog.from_settings(s.topics)
+                  if spec.name.startswith(("cdc.", "logs.")) and not spec.is_dlq]
+        if views or s.processing.views:
+            topics += [v.topic for v in _load(views)[1]]
+    pipeline = SinkPipeline(s, resolve_bootstrap(s), group, lake_routes(s, topics))
+    for topic in topics:
+        console.print(f"{topic} -> {s.lake.namespace}.{lake_table_for(topic)}")
+    stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
+    console.print(f"{stats.written} record(s) landed, {stats.dead_lettered} dead-lettered")
+
+
+@sink_app.command("online")
+def sink_online(
+    views: ViewsOption = None,
+    group: Annotated[str, typer.Option(help="Consumer group.")] = "refluent-online",
+    idle_timeout: IdleOption = None,
+    until_caught_up: CaughtUpOption = False,
+) -> None:
+    """Write every view's features.<view> updates to the Redis online store."""
+    from refluent.cli.app import console
+    from refluent.embedded.services import resolve_bootstrap
+    from refluent.sinks.pipeline import SinkPipeline, online_routes
+
+    s, found = _load(views)
+    pipeline = SinkPipeline(s, resolve_bootstrap(s), group, online_routes(s, found))
+    console.print(f"online store <- {', '.join(v.topic for v in found)}")
+    stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
+    console.print(f"{stats.written} update(s) applied, {stats.dead_lettered} dead-lettered")

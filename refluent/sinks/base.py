@@ -90,6 +90,11 @@ class BatchingSink(Sink[T]):
         ):
             self.flush()
 
+    def flush_if_due(self) -> None:
+        """Write the buffer if its oldest record has waited ``max_seconds`` (call when idle)."""
+        if self._oldest is not None and time.monotonic() - self._oldest >= self.max_seconds:
+            self.flush()
+
     def flush(self) -> None:
         """Write whatever is buffered."""
         if self._buffer:

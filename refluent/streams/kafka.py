@@ -336,12 +336,19 @@ class ConsumerLoop:
         max_records: int | None = None,
         idle_timeout: float | None = None,
         poll_timeout: float = 0.5,
+        on_idle: Callable[[], None] | None = None,
+        before_close: Callable[[], None] | None = None,
+        until_caught_up: bool = False,
     ) -> LoopStats:
         """Consume until stopped, ``max_records`` were handled, or nothing came for
         ``idle_timeout`` seconds; then commit and close.
 
         The handler receives records in offset order per partition. An exception from the
         handler stops the loop without committing that batch (it is consumed again).
+        ``on_idle`` runs after a poll that returned nothing (to flush buffers that waited long
+        enough); ``before_close`` runs before the last commit (to flush everything).
+        ``until_caught_up`` stops once every assigned partition is read up to its high
+        watermark (a batch job over what the topics hold now).
         """
         stop = stop or StopSignal()
         self._consumer.subscribe(self.topics, on_assign=self._on_assign,
@@ -359,6 +366,12 @@ class ConsumerLoop:
                             break
                     batch = consume(want, poll_timeout)
                     if not batch:
+                        if on_idle is not None:
+                            on_idle()
+                            if self._processed and self._commit_ready():
+                                self._commit(asynchronous=True)
+                        if until_caught_up and self._caught_up():
+                            break
                         if idle_timeout is not None and (
                             time.monotonic() - last_data > idle_timeout
                         ):
@@ -374,11 +387,25 @@ class ConsumerLoop:
                     self._mark_processed(records)
                     if self._commit_ready():
                         self._commit(asynchronous=True)
+            if before_close is not None:
+                before_close()
             if self._commit_ready():
                 self._commit(asynchronous=False)
         finally:
             self._consumer.close()
         return self.stats
+
+    def _caught_up(self) -> bool:
+        """True when partitions are assigned and each was fetched up to its high watermark."""
+        if not self._assigned:
+            return False
+        for tp in self._consumer.position(self._assigned):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return False  # not fetched yet
+            if high > 0 and tp.offset < high:
+                return False
+        return True
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Partitions lost (session timed out): their offsets may no longer be committed.

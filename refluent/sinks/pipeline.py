@@ -1,0 +1,199 @@
+"""Sink pipelines: a consumer group that decodes records and hands them to sinks.
+
+Delivery guarantee: offsets are committed only when every sink has flushed (``commit_ready``),
+and a pipeline whose sinks keep their own offsets (the lake) starts each partition from the
+sinks' offsets rather than the group's. Records that do not decode, and rows a lake table
+rejects, go to ``<topic>.dlq`` before their offset can be committed. So after ``kill -9`` at any
+point, a restarted pipeline ends with the same rows and the same online values.
+
+Two standard pipelines:
+
+- :func:`lake_routes`: ``logs.*`` to ``raw_logs_<source>``, ``cdc.<table>`` to
+  ``cdc_<table>_changelog``, ``features.<view>`` to ``features_<view>_history``.
+- :func:`online_routes`: ``features.<view>`` to the Redis online store with each view's TTL.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from refluent.config import Settings
+from refluent.sinks.base import BatchingSink, Sink, SinkRecord
+from refluent.streams.kafka import ConsumerLoop, LoopStats, Producer, StopSignal
+from refluent.streams.processing import DecodingHandler
+from refluent.streams.topics import TopicCatalog
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message, TopicPartition
+
+    from refluent.processors.features import View
+
+
+@dataclass
+class PipelineStats:
+    """Counts of one pipeline run."""
+
+    loop: LoopStats
+    records: int
+    written: int
+    dead_lettered: int
+
+
+class SinkPipeline:
+    """Consumes ``routes``' topics and writes each record to the sinks of its topic.
+
+    Args:
+        settings: Refluent settings.
+        bootstrap_servers: Kafka brokers.
+        group_id: Consumer group.
+        routes: Topic -> the sinks its records go to.
+        batch_size: Most records per poll.
+    """
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, group_id: str,
+                 routes: Mapping[str, Sequence[Sink[Any]]], *, batch_size: int = 2000) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.routes = {topic: list(sinks) for topic, sinks in routes.items()}
+        self.sinks = list(dict.fromkeys(s for sinks in self.routes.values() for s in sinks))
+        self.batch_size = batch_size
+        self.catalog = TopicCatalog.from_settings(settings.topics)
+        self.written = 0
+
+    # -- sink coordination -----------------------------------------------------------------
+
+    def start_offsets(self, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Per partition, the lowest next offset any of its sinks keeps (sinks that keep none
+        leave the partition to the group's committed offset)."""
+        out: dict[tuple[str, int], int] = {}
+        for sink in self.sinks:
+            own = getattr(sink, "start_offsets", None)
+            if own is None:
+                continue
+            mine = [tp for tp in partitions if sink in self.routes.get(tp.topic, ())]
+            for key, offset in own(mine).items():
+                out[key] = min(out.get(key, offset), offset)
+        return out
+
+    def commit_ready(self) -> bool:
+        """True when no sink holds unflushed records."""
+        return all(not isinstance(s, BatchingSink) or s.pending == 0 for s in self.sinks)
+
+    def flush_due(self) -> None:
+        """Flush the batching sinks whose oldest buffered record has waited long enough."""
+        for sink in self.sinks:
+            if isinstance(sink, BatchingSink):
+                sink.flush_if_due()
+
+    def flush_all(self, *_: Any) -> None:
+        """Flush every sink (on rebalance and at the end)."""
+        for sink in self.sinks:
+            sink.flush()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _on_events(self, events: list[tuple[Any, Message]]) -> None:
+        by_topic: dict[str, list[SinkRecord[Any]]] = {}
+        for value, msg in events:
+            ts_type, ts = msg.timestamp()
+            record = SinkRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                                msg.key(), value, ts if ts_type else None)
+            by_topic.setdefault(record.topic, []).append(record)
+        for topic, records in by_topic.items():
+            for sink in self.routes.get(topic, ()):
+                sink.write(records)
+            self.written += len(records)
+
+    def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
+            idle_timeout: float | None = None, until_caught_up: bool = False
+            ) -> PipelineStats:
+        """Set up the sinks, consume until stopped (or ``max_records``, ``idle_timeout``,
+        ``until_caught_up``), flush, commit and close."""
+        for sink in self.sinks:
+            sink.setup()
+        dlq = Producer(self.settings.kafka, self.bootstrap_servers,
+                       **{"message.max.bytes": self.settings.kafka.dlq_max_record_bytes + 65536})
+        handler = DecodingHandler(self.catalog, self.settings.kafka, dlq, self._on_events,
+                                  group_id=self.group_id)
+        self._wire_bad_records(handler)
+        loop = ConsumerLoop(
+            self.settings.kafka, self.bootstrap_servers, self.group_id, list(self.routes),
+            batch_size=self.batch_size, start_offsets=self.start_offsets,
+            commit_ready=self.commit_ready, on_revoke=self.flush_all)
+        try:
+            stats = loop.run(handler, stop=stop, max_records=max_records,
+                             idle_timeout=idle_timeout, on_idle=self.flush_due,
+                             before_close=self.flush_all, until_caught_up=until_caught_up)
+        finally:
+            for sink in self.sinks:
+                sink.close()
+            dlq.close()
+        return PipelineStats(stats, handler.stats.records, self.written,
+                             handler.stats.dead_lettered)
+
+    def _wire_bad_records(self, handler: DecodingHandler) -> None:
+        def on_bad_record(record: SinkRecord[Any], error: Exception) -> None:
+            handler.router.route_raw(record.topic, record.key, None, "lake", error,
+                                     partition=record.partition, offset=record.offset)
+            handler.router.producer.flush()
+
+        # Only lake sinks reject rows; don't import pyiceberg for pipelines without one.
+        iceberg = sys.modules.get("refluent.sinks.iceberg")
+        if iceberg is None:
+            return
+        IcebergSink = iceberg.IcebergSink  # noqa: N806
+        for sink in self.sinks:
+            if isinstance(sink, IcebergSink) and sink.on_bad_record is None:
+                sink.on_bad_record = on_bad_record
+
+
+# ---------------------------------------------------------------------------------------------
+# standard routes
+# ---------------------------------------------------------------------------------------------
+
+
+def lake_table_for(topic: str) -> str:
+    """The lake table a topic lands in."""
+    kind, _, name = topic.partition(".")
+    name = name.replace(".", "_").replace("-", "_")
+    if kind == "cdc":
+        return f"cdc_{name}_changelog"
+    if kind == "features":
+        return f"features_{name}_history"
+    return f"raw_{kind}_{name}"
+
+
+def lake_routes(settings: Settings, topics: Sequence[str],
+                make_catalog: Callable[[], Any] | None = None) -> dict[str, list[Sink[Any]]]:
+    """An Iceberg sink per topic, with the mapping its kind of topic needs."""
+    from refluent.sinks import iceberg
+
+    catalog = make_catalog or (lambda: iceberg.open_catalog(settings))
+    routes: dict[str, list[Sink[Any]]] = {}
+    for topic in topics:
+        kind = topic.split(".", 1)[0]
+        mapping: iceberg.TableMapping
+        if kind == "cdc":
+            pk = settings.topics.cdc_primary_keys.get(topic.removeprefix("cdc."), ["id"])
+            mapping = iceberg.CdcChangelogTable(primary_key=tuple(pk))
+        elif kind == "features":
+            mapping = iceberg.FeatureHistoryTable()
+        else:
+            mapping = iceberg.RawEventsTable()
+        routes[topic] = [iceberg.IcebergSink(catalog, mapping, lake_table_for(topic),
+                                             settings.lake.namespace)]
+    return routes
+
+
+def online_routes(settings: Settings, views: Sequence[View]) -> dict[str, list[Sink[Any]]]:
+    """One Redis online store for every view's ``features.<view>`` topic."""
+    from refluent.sinks.redis import RedisOnlineStore
+
+    ttls: dict[str, timedelta] = {v.name: v.ttl for v in views}
+    store = RedisOnlineStore.from_settings(settings, ttls)
+    return {v.topic: [store] for v in views}
