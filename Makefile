@@ -25,7 +25,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup  ## the benchmarks, printing JSON
-	$(PY) bench/kafka_roundtrip.py
+	for b in bench/*.py; do $(PY) $$b; done
 
 setup: $(STAMP) services-deps
 

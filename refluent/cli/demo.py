@@ -146,11 +146,11 @@ def _features(settings: Settings, console: Console) -> dict[str, int]:
     reader = OnlineFeatureReader.from_settings(settings)
     reader.setup()
     try:
-        for view, entities in (("customers", ["1", "2", "3", "9"]),
+        for name, entities in (("customers", ["1", "2", "3", "9"]),
                                ("customer_orders", ["1", "2", "4"]),
                                ("app_activity", ["1", "5"])):
-            rows = reader.get_online_features(view, entities)
-            table = Table(title=f"online features: {view}")
+            rows = reader.get_online_features(name, entities)
+            table = Table(title=f"online features: {name}")
             table.add_column("entity")
             table.add_column("values", overflow="fold")
             table.add_column("as of (event time)")

@@ -102,24 +102,17 @@ def process(
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--view") from exc
     bootstrap = resolve_bootstrap(s)
+    # The embedded broker needs one record per produce batch for exact changelog recovery.
     broker = load_state(s.embedded.state_dir.resolve()).get("broker")
-    embedded = broker is not None and not broker.external and not s.kafka.bootstrap_servers
+    embedded = broker is not None and not broker.external and broker.address == bootstrap
     admin = TopicAdmin(s.kafka, bootstrap)
-    engine = FaustEngine(selected, s, bootstrap, embedded_broker=embedded or _is_tansu(s),
+    engine = FaustEngine(selected, s, bootstrap, embedded_broker=embedded,
                          partitions=admin.wait_ready())
     admin.ensure([engine.catalog.get(t) for t in engine.topics_to_create()])
     if s.processing.metrics_port:
         serve_metrics(s.processing.metrics_port)
     console.print(f"processing {', '.join(v.name for v in selected)} on {bootstrap}")
     engine.run(loglevel)
-
-
-def _is_tansu(s: Any) -> bool:
-    """True when the configured brokers are the embedded one recorded by `refluent up`."""
-    from refluent.embedded.services import load_state
-
-    broker = load_state(s.embedded.state_dir.resolve()).get("broker")
-    return broker is not None and broker.address == s.kafka.bootstrap_servers
 
 
 sink_app = typer.Typer(help="Write topics to the lake or the online store.", no_args_is_help=True)
