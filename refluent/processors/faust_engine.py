@@ -2,11 +2,12 @@
 
 Topology, per view:
 
-- A feature view reads each source topic, decodes the record by the topic's contract, finds the
-  entity and forwards the raw record to ``<app>-<view>-by-entity`` keyed by entity, with the
-  original topic/partition/offset in headers (a repartition, so one entity's state lives on one
-  partition whatever the source is keyed by). A second agent applies the records to the view's
-  table ``<app>-state-<view>`` and publishes updates to ``features.<view>``.
+- A feature view reads each source topic and decodes the record by the topic's contract. A
+  record keyed by its entity (logs keyed by ``entity_id``) is applied right there to the view's
+  table ``<app>-state-<view>``; any other record is forwarded to ``<app>-<view>-by-entity``
+  keyed by entity, with the original topic/partition/offset in headers (a repartition, so one
+  entity's state lives on one partition whatever the source is keyed by), and a second agent
+  applies it. Updates go to ``features.<view>``.
 - An entity-state view reads its ``cdc.<table>`` topic directly: Debezium keys changes by the
   primary key, which is the view's entity.
 
@@ -165,28 +166,50 @@ class FaustEngine:
 
     def _wire_feature_view(self, runtime: FeatureViewRuntime, table: Any, out: Any) -> None:
         view = runtime.view
+        partitions = self.settings.topics.default_partitions
         by_entity = self._topic(f"{self.app.conf.id}-{view.name}-by-entity", internal=True,
-                                partitions=self.settings.topics.default_partitions)
+                                partitions=partitions)
         engine = self
 
+        def apply_one(src: Source, key: bytes | None, value: bytes | None,
+                      keyed: tuple[str, dict[str, Any], int]) -> None:
+            entity, row, ts_ms = keyed
+            try:
+                outcome = runtime.process(_load_state(table.get(entity)), entity, row, ts_ms,
+                                          src)
+            except RecordRejected as exc:
+                engine._reject(src, key, value, exc.step, exc)
+                return
+            for state_key, new_state in outcome.states.items():
+                table[state_key] = orjson.dumps(new_state)
+            engine._publish(out, outcome)
+
         for source_topic in view.sources:
-            async def route(stream: Any, _topic: str = source_topic) -> None:
+            # A record keyed by its entity, on a topic partitioned like the view's table, is
+            # applied where it is: murmur2 puts the key on the same partition number in both.
+            # Anything else is forwarded to the by-entity topic first.
+            local = self._partitions.get(source_topic, partitions) == partitions
+
+            async def route(stream: Any, _topic: str = source_topic, _local: bool = local
+                            ) -> None:
                 async for event in stream.events():
                     msg = event.message
                     src = Source(msg.topic, msg.partition, msg.offset)
                     engine.stats["in"] += 1
                     try:
-                        decoded = engine._serde(_topic).decode(event.value)
-                        keyed = runtime.key(decoded)
+                        keyed = runtime.key(engine._serde(_topic).decode(event.value))
                     except (DecodeError, RecordRejected) as exc:
                         engine._reject(src, event.key, event.value, getattr(
                             exc, "step", "decode"), exc)
                         continue
                     if keyed is None:
                         continue
-                    entity = keyed[0]
+                    entity = keyed[0].encode()
+                    if _local and event.key == entity:
+                        apply_one(src, event.key, event.value, keyed)
+                        continue
                     await by_entity.send(
-                        key=entity.encode(), value=event.value,
+                        key=entity, value=event.value,
                         headers={H_TOPIC: src.topic.encode(),
                                  H_PARTITION: str(src.partition).encode(),
                                  H_OFFSET: str(src.offset).encode()})
@@ -200,20 +223,13 @@ class FaustEngine:
                 src = Source(headers[H_TOPIC].decode(), int(headers[H_PARTITION]),
                              int(headers[H_OFFSET]))
                 try:
-                    decoded = engine._serde(src.topic).decode(event.value)
-                    keyed = runtime.key(decoded)
-                    if keyed is None:
-                        continue
-                    entity, row, ts_ms = keyed
-                    state = _load_state(table.get(entity))
-                    outcome = runtime.process(state, entity, row, ts_ms, src)
+                    keyed = runtime.key(engine._serde(src.topic).decode(event.value))
                 except (DecodeError, RecordRejected) as exc:
                     engine._reject(src, event.key, event.value, getattr(exc, "step", "decode"),
                                    exc)
                     continue
-                for key, new_state in outcome.states.items():
-                    table[key] = orjson.dumps(new_state)
-                engine._publish(out, outcome)
+                if keyed is not None:
+                    apply_one(src, event.key, event.value, keyed)
 
         self.app.agent(by_entity, name=f"{view.name}-apply")(apply)
 

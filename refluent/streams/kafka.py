@@ -64,6 +64,9 @@ class Producer:
                 "compression.type": settings.compression_type,
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
+                # Kafka's murmur2 (the Java clients' and Faust's partitioner), so a key lands on
+                # the same partition whichever client produced it.
+                "partitioner": "murmur2_random",
             }
         )
         conf.update(overrides)

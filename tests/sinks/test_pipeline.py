@@ -87,7 +87,7 @@ def changes(n: int, start: int = 0) -> list[CdcEnvelope]:
     out = []
     for i in range(start, start + n):
         row = {"id": i % 17, "customer_id": f"c{i % 5}", "amount": float(i), "tier": "abc"[i % 3]}
-        op = "c" if i < 17 else ("d" if i % 19 == 18 else "u")
+        op = "c" if i < 17 else ("d" if i % 10 == 3 else "u")
         out.append(CdcEnvelope.model_validate({
             "op": op, "before": None if op == "c" else row, "after": None if op == "d" else row,
             "source": {"ts_ms": int((T0 + timedelta(seconds=7 * i)).timestamp() * 1000),
@@ -240,9 +240,9 @@ def test_lake__a_second_run_with_a_new_group_resumes_from_the_tables_without_dup
     produce(lake.settings, log_t, more_logs)
     produce(lake.settings, cdc_t, more_cdc)
     # A group that never committed: only the tables say where to start.
-    second = run_lake(lake, [log_t, cdc_t], 0, group="lake-second", idle=10)
+    second = run_lake(lake, [log_t, cdc_t], 0, group="lake-second", idle=6)
     # And a third run over topics that hold nothing new.
-    third = run_lake(lake, [log_t, cdc_t], 0, group="lake-third", idle=8)
+    third = run_lake(lake, [log_t, cdc_t], 0, group="lake-third", idle=6)
 
     assert second.records == 70
     assert third.records == 0

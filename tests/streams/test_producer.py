@@ -72,6 +72,7 @@ def test_config__idempotent_acks_all_error_only_reports(producer: Producer) -> N
     conf = producer._producer.conf  # noqa: SLF001
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
     assert conf["delivery.report.only.error"] is True
+    assert conf["partitioner"] == "murmur2_random"
 
 
 def test_full_queue__is_backpressure_not_an_error(producer: Producer) -> None:
