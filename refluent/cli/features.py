@@ -119,6 +119,9 @@ sink_app = typer.Typer(help="Write topics to the lake or the online store.", no_
 
 IdleOption = Annotated[
     float | None, typer.Option(help="Stop after this many seconds without a record.")]
+MetricsOption = Annotated[
+    int, typer.Option(envvar="REFLUENT_PROCESSING__METRICS_PORT", show_envvar=True,
+                      help="Serve Prometheus metrics on this port (0: off).")]
 CaughtUpOption = Annotated[
     bool, typer.Option("--until-caught-up",
                        help="Stop once everything the topics hold now is written.")]
@@ -133,6 +136,7 @@ def sink_lake(
     group: Annotated[str, typer.Option(help="Consumer group.")] = "refluent-lake",
     idle_timeout: IdleOption = None,
     until_caught_up: CaughtUpOption = False,
+    metrics_port: MetricsOption = 0,
 ) -> None:
     """Land topics in Iceberg tables, exactly once (offsets live in the tables' snapshots)."""
     from refluent.cli.app import console, settings
@@ -149,6 +153,7 @@ def sink_lake(
     pipeline = SinkPipeline(s, resolve_bootstrap(s), group, lake_routes(s, topics))
     for topic in topics:
         console.print(f"{topic} -> {s.lake.namespace}.{lake_table_for(topic)}")
+    _serve_metrics(metrics_port)
     stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
     console.print(f"{stats.written} record(s) landed, {stats.dead_lettered} dead-lettered")
 
@@ -159,6 +164,7 @@ def sink_online(
     group: Annotated[str, typer.Option(help="Consumer group.")] = "refluent-online",
     idle_timeout: IdleOption = None,
     until_caught_up: CaughtUpOption = False,
+    metrics_port: MetricsOption = 0,
 ) -> None:
     """Write every view's features.<view> updates to the Redis online store."""
     from refluent.cli.app import console
@@ -168,5 +174,13 @@ def sink_online(
     s, found = _load(views)
     pipeline = SinkPipeline(s, resolve_bootstrap(s), group, online_routes(s, found))
     console.print(f"online store <- {', '.join(v.topic for v in found)}")
+    _serve_metrics(metrics_port)
     stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
     console.print(f"{stats.written} update(s) applied, {stats.dead_lettered} dead-lettered")
+
+
+def _serve_metrics(port: int) -> None:
+    if port:
+        from refluent.observability.metrics import serve_metrics
+
+        serve_metrics(port)

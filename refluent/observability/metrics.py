@@ -76,3 +76,12 @@ LAKE_COMMIT_CONFLICTS = Counter(
     "Lake commits retried because another commit landed first.",
     ["table"],
 )
+FEATURE_UPDATES = Counter(
+    "refluent_feature_updates_total", "Feature updates published by the engine.", ["view"]
+)
+ENGINE_RECORD_SECONDS = Histogram(
+    "refluent_engine_record_seconds",
+    "Time the engine spends applying one record to a view (state load, aggregate, publish).",
+    ["view"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
+)

@@ -20,6 +20,7 @@ per source partition, so records consumed again after a crash change nothing. Ba
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import orjson
 
 from refluent.config import Settings
 from refluent.errors import require
+from refluent.observability import metrics
 from refluent.processors.features import EntityStateView, FeatureView, View
 from refluent.processors.runtime import (
     EntityStateRuntime,
@@ -112,6 +114,7 @@ class FaustEngine:
         self._router = DeadLetterRouter(self._dlq)
         self._serdes: dict[str, JsonSerde[Any]] = {}
         self.stats = {"in": 0, "updates": 0, "dead_lettered": 0}
+        self._m_in: dict[str, Any] = {}
         for view in self.views:
             self._wire(view)
 
@@ -128,6 +131,14 @@ class FaustEngine:
             self._serdes[topic] = serde
         return serde
 
+    def _count_in(self, topic: str) -> None:
+        self.stats["in"] += 1
+        counter = self._m_in.get(topic)
+        if counter is None:
+            counter = self._m_in[topic] = metrics.RECORDS_IN.labels(
+                topic, self.settings.processing.app_id)
+        counter.inc()
+
     def _reject(self, source: Source, key: bytes | None, value: bytes | None, step: str,
                 error: BaseException) -> None:
         self._router.route_raw(source.topic, key, value, step, error,
@@ -143,6 +154,7 @@ class FaustEngine:
     def _publish(self, out: Any, outcome: Outcome) -> None:
         for update in outcome.updates:
             out.send_soon(key=update.entity_id.encode(), value=update.model_dump_json().encode())
+            metrics.FEATURE_UPDATES.labels(update.view).inc()
         self.stats["updates"] += len(outcome.updates)
 
     # -- topology --------------------------------------------------------------------------
@@ -171,8 +183,11 @@ class FaustEngine:
                                 partitions=partitions)
         engine = self
 
+        seconds = metrics.ENGINE_RECORD_SECONDS.labels(view.name)
+
         def apply_one(src: Source, key: bytes | None, value: bytes | None,
                       keyed: tuple[str, dict[str, Any], int]) -> None:
+            started = time.perf_counter()
             entity, row, ts_ms = keyed
             try:
                 outcome = runtime.process(_load_state(table.get(entity)), entity, row, ts_ms,
@@ -183,6 +198,7 @@ class FaustEngine:
             for state_key, new_state in outcome.states.items():
                 table[state_key] = orjson.dumps(new_state)
             engine._publish(out, outcome)
+            seconds.observe(time.perf_counter() - started)
 
         for source_topic in view.sources:
             # A record keyed by its entity, on a topic partitioned like the view's table, is
@@ -195,7 +211,7 @@ class FaustEngine:
                 async for event in stream.events():
                     msg = event.message
                     src = Source(msg.topic, msg.partition, msg.offset)
-                    engine.stats["in"] += 1
+                    engine._count_in(msg.topic)
                     try:
                         keyed = runtime.key(engine._serde(_topic).decode(event.value))
                     except (DecodeError, RecordRejected) as exc:
@@ -244,7 +260,7 @@ class FaustEngine:
             async for event in stream.events():
                 msg = event.message
                 src = Source(msg.topic, msg.partition, msg.offset)
-                engine.stats["in"] += 1
+                engine._count_in(msg.topic)
                 try:
                     decoded = engine._serde(view.source).decode(event.value)
                     if decoded is None:

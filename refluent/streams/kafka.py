@@ -198,6 +198,8 @@ class StopSignal:
 
 
 BatchHandler = Callable[[list["Message"]], None]
+LAG_INTERVAL_S = 5.0
+"""How often a consumer loop refreshes its lag gauges."""
 PartitionsCallback = Callable[[list["TopicPartition"]], None]
 
 
@@ -358,6 +360,7 @@ class ConsumerLoop:
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         consume = self._consumer.consume
         last_data = time.monotonic()
+        next_lag = last_data + LAG_INTERVAL_S
         batch_hist = metrics.BATCH_SECONDS.labels(self.group_id)
         try:
             with stop.installed():
@@ -381,6 +384,9 @@ class ConsumerLoop:
                             break
                         continue
                     last_data = time.monotonic()
+                    if last_data >= next_lag:
+                        self.lag()  # refreshes the lag gauges
+                        next_lag = last_data + LAG_INTERVAL_S
                     records = self._check_errors(batch)
                     if not records:
                         continue

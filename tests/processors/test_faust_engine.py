@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from refluent.config import Settings
+from refluent.embedded.services import free_port
 from refluent.processors.features import discover
 from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
 from refluent.streams.io import tail
@@ -179,7 +181,8 @@ def test_engine__matches_the_in_memory_runner(
     sfx, module, env = setup
     logs = log_events(300)
     orders, customers = cdc_events(120)
-    proc = start(env, tmp_path)
+    port = free_port()
+    proc = start({**env, "REFLUENT_PROCESSING__METRICS_PORT": str(port)}, tmp_path)
     try:
         produce(settings, f"logs.{sfx}", logs)
         produce(settings, f"cdc.orders_{sfx}", orders)
@@ -188,6 +191,12 @@ def test_engine__matches_the_in_memory_runner(
                                           (f"cdc.orders_{sfx}", orders),
                                           (f"cdc.customers_{sfx}", customers)])
         check(settings, runner, sfx)
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = scraped.decode()
+        assert f'refluent_records_in_total{{group="engine-test-{sfx}",topic="logs.{sfx}"}} 300.0'\
+            in text
+        assert f'refluent_feature_updates_total{{view="activity_{sfx}"}} 300.0' in text
+        assert "refluent_engine_record_seconds_bucket" in text
     finally:
         stop(proc)
     assert proc.returncode == 0, (tmp_path / "engine.log").read_text()[-3000:]
