@@ -67,6 +67,7 @@ def _consume_timed(poll_batch: Callable[[], int], n: int, timeout: float) -> tup
 def run_raw(conf: dict[str, Any], settings: KafkaSettings, topic: str,
             data: list[tuple[bytes, bytes]]) -> dict[str, float]:
     producer = Producer({**conf, "enable.idempotence": True, "acks": "all",
+                         "partitioner": "murmur2_random",
                          "linger.ms": settings.linger_ms,
                          "compression.type": settings.compression_type})
     t0 = time.perf_counter()
