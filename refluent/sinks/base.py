@@ -23,7 +23,10 @@ T = TypeVar("T")
 class SinkRecord(Generic[T]):
     """A consumed record handed to sinks: the decoded value and where it came from.
 
-    ``value`` is None for a tombstone.
+    ``value`` is None for a tombstone. ``raw`` holds the value's bytes as consumed (what a
+    dead letter keeps). ``skip`` marks a record that was consumed but has no value for sinks
+    (it was dead-lettered upstream): sinks that keep their own offsets count it as consumed
+    and write nothing for it.
     """
 
     topic: str
@@ -32,6 +35,8 @@ class SinkRecord(Generic[T]):
     key: bytes | None
     value: T | None
     timestamp_ms: int | None = None
+    raw: bytes | None = None
+    skip: bool = False
 
 
 class Sink(ABC, Generic[T]):

@@ -1207,6 +1207,8 @@ class IcebergSink(BatchingSink[Any]):
                     replayed += 1
                     continue
                 seen.add(coord)
+                if rec.skip:  # dead-lettered upstream: consumed, no row
+                    continue
                 if i not in rows:
                     rows[i] = self._row(rec, ingest_time)
                 row = rows[i]

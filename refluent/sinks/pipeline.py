@@ -100,14 +100,24 @@ class SinkPipeline:
     def _on_events(self, events: list[tuple[Any, Message]]) -> None:
         by_topic: dict[str, list[SinkRecord[Any]]] = {}
         for value, msg in events:
-            ts_type, ts = msg.timestamp()
-            record = SinkRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
-                                msg.key(), value, ts if ts_type else None)
+            record = _record(msg, value)
             by_topic.setdefault(record.topic, []).append(record)
         for topic, records in by_topic.items():
             for sink in self.routes.get(topic, ()):
                 sink.write(records)
             self.written += len(records)
+
+    def _on_rejected(self, messages: list[Message]) -> None:
+        # Dead-lettered records still move the sinks' own offsets past them, so a restart does
+        # not dead-letter them again.
+        by_topic: dict[str, list[SinkRecord[Any]]] = {}
+        for msg in messages:
+            record = _record(msg, None, skip=True)
+            by_topic.setdefault(record.topic, []).append(record)
+        for topic, records in by_topic.items():
+            for sink in self.routes.get(topic, ()):
+                if getattr(sink, "start_offsets", None) is not None:
+                    sink.write(records)
 
     def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
             idle_timeout: float | None = None, until_caught_up: bool = False
@@ -119,7 +129,7 @@ class SinkPipeline:
         dlq = Producer(self.settings.kafka, self.bootstrap_servers,
                        **{"message.max.bytes": self.settings.kafka.dlq_max_record_bytes + 65536})
         handler = DecodingHandler(self.catalog, self.settings.kafka, dlq, self._on_events,
-                                  group_id=self.group_id)
+                                  group_id=self.group_id, on_rejected=self._on_rejected)
         self._wire_bad_records(handler)
         loop = ConsumerLoop(
             self.settings.kafka, self.bootstrap_servers, self.group_id, list(self.routes),
@@ -138,8 +148,9 @@ class SinkPipeline:
 
     def _wire_bad_records(self, handler: DecodingHandler) -> None:
         def on_bad_record(record: SinkRecord[Any], error: Exception) -> None:
-            handler.router.route_raw(record.topic, record.key, None, "lake", error,
-                                     partition=record.partition, offset=record.offset)
+            handler.router.route_raw(record.topic, record.key, record.raw, "lake", error,
+                                     partition=record.partition, offset=record.offset,
+                                     timestamp_ms=record.timestamp_ms)
             handler.router.producer.flush()
 
         # Only lake sinks reject rows; don't import pyiceberg for pipelines without one.
@@ -150,6 +161,12 @@ class SinkPipeline:
         for sink in self.sinks:
             if isinstance(sink, IcebergSink) and sink.on_bad_record is None:
                 sink.on_bad_record = on_bad_record
+
+
+def _record(msg: Message, value: Any, skip: bool = False) -> SinkRecord[Any]:
+    ts_type, ts = msg.timestamp()
+    return SinkRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
+                      value, ts if ts_type else None, raw=msg.value(), skip=skip)
 
 
 # ---------------------------------------------------------------------------------------------

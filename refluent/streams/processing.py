@@ -66,6 +66,8 @@ class DecodingHandler:
 
     ``on_events`` may raise :class:`RecordRejected` from a per-record step by calling
     :meth:`reject` instead; it returns only after its own writes are flushed.
+    ``on_rejected`` is told of the records that failed to decode, once their dead letters are
+    durable (sinks that keep their own offsets count them as consumed).
     """
 
     def __init__(
@@ -75,11 +77,13 @@ class DecodingHandler:
         dlq_producer: Producer,
         on_events: EventHandler,
         group_id: str = "refluent",
+        on_rejected: Callable[[list[Message]], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.settings = settings
         self.router = DeadLetterRouter(dlq_producer)
         self.on_events = on_events
+        self.on_rejected = on_rejected
         self.group_id = group_id
         self.stats = HandlerStats()
         self._serdes: dict[str, JsonSerde[BaseModel]] = {}
@@ -106,13 +110,20 @@ class DecodingHandler:
 
     def __call__(self, batch: list[Message]) -> None:
         events: list[tuple[Any, Message]] = []
+        rejected: list[Message] = []
         for msg in batch:
             try:
                 event = self.serde(msg.topic() or "").decode(msg.value())
             except DecodeError as exc:
                 self.reject(msg, exc)
+                rejected.append(msg)
                 continue
             events.append((event, msg))
+        if rejected:
+            # Durable before anything downstream may count these offsets as consumed.
+            self.router.producer.flush()
+            if self.on_rejected is not None:
+                self.on_rejected(rejected)
         rejected_before = self.stats.dead_lettered
         if events:
             self.on_events(events)
