@@ -265,12 +265,7 @@ class OnlineFeatureReader:
             return OnlineFeatures(entity_id, dict.fromkeys(names), event_time, now - event_time,
                                   False, True)
         raw = [b"null" if v is None else v for v in reply[:n]]
-        try:
-            values = orjson.loads(b"[%b]" % b",".join(raw))
-        except orjson.JSONDecodeError as exc:
-            raise OnlineStoreError(
-                self._store, f"key {prefix + entity_id} holds a value that is not JSON: {exc}"
-            ) from exc
+        values = self._decode(prefix, entity_id, raw)
         return OnlineFeatures(entity_id, dict(zip(names, values, strict=True)), event_time,
                               now - event_time, True, False)
 
@@ -290,11 +285,15 @@ class OnlineFeatureReader:
             if field not in _META_BYTES:
                 names.append(field.decode())
                 raw.append(value)
+        values = self._decode(prefix, entity_id, raw)
+        return OnlineFeatures(entity_id, dict(zip(names, values, strict=True)), event_time,
+                              now - event_time, True, False)
+
+    def _decode(self, prefix: str, entity_id: str, raw: list[bytes]) -> list[Any]:
+        """The JSON values of one entity's fields, in one parse."""
         try:
-            values = orjson.loads(b"[%b]" % b",".join(raw))
+            return list(orjson.loads(b"[%b]" % b",".join(raw)))
         except orjson.JSONDecodeError as exc:
             raise OnlineStoreError(
                 self._store, f"key {prefix + entity_id} holds a value that is not JSON: {exc}"
             ) from exc
-        return OnlineFeatures(entity_id, dict(zip(names, values, strict=True)), event_time,
-                              now - event_time, True, False)
