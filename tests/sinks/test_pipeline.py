@@ -44,7 +44,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @dataclass
 class Lake:
-    """Settings with a namespace of the test's own, and the topics it created."""
+    """Settings with a lake namespace and a Redis key prefix of the test's own."""
 
     settings: Settings
     namespace: str
@@ -128,11 +128,13 @@ def create_topics(settings: Settings, names: list[str]) -> None:
 
 def run_lake(lake: Lake, topics: list[str], expected: int, group: str | None = None,
              idle: float = 8.0) -> PipelineStats:
-    """Run the lake pipeline until ``expected`` records were consumed (or ``idle`` seconds
-    without one, after the group join)."""
+    """Run the lake pipeline until ``expected`` records were consumed (0: until it has read
+    every assigned partition to its end), or ``idle`` seconds passed without a record (the
+    group join counts)."""
     pipeline = SinkPipeline(lake.settings, lake.bootstrap, group or f"lake-{uuid.uuid4().hex[:8]}",
                             lake_routes(lake.settings, topics), batch_size=500)
-    return pipeline.run(max_records=expected or None, idle_timeout=idle)
+    return pipeline.run(max_records=expected or None, idle_timeout=idle,
+                        until_caught_up=not expected)
 
 
 def coordinates(rows: list[dict[str, Any]]) -> Counter[tuple[str, int, int]]:
@@ -255,6 +257,32 @@ def test_lake__a_second_run_with_a_new_group_resumes_from_the_tables_without_dup
         (e.op, str(e.row["id"])) for e in first_cdc + more_cdc)
     assert set(coordinates(raw).values()) == {1}
     assert set(coordinates(cdc).values()) == {1}
+
+
+def test_lake__a_restart_does_not_dead_letter_the_last_record_again(lake: Lake) -> None:
+    # The dead letter is a partition's last record: only it can move the table's offsets.
+    spec = unique_topic(lake.settings, "logs.app", partitions=1)
+    produce(lake.settings, spec.name, [*logs(5), b"{not json"])
+    first = run_lake(lake, [spec.name], 6, group="lake-dlq")
+    again = run_lake(lake, [spec.name], 0, group="lake-dlq", idle=4)
+
+    assert (first.records, first.dead_lettered) == (6, 1)
+    assert again.records == 0
+    assert len(read_all(lake.settings, spec.dlq().name, 10, timeout=3)) == 1
+
+
+def test_lake__a_row_the_table_rejects_is_dead_lettered_whole(lake: Lake) -> None:
+    spec = unique_topic(lake.settings, "cdc.orders", partitions=1)
+    no_pk = CdcEnvelope.model_validate({"op": "c", "after": {"name": "x"},
+                                        "source": {"ts_ms": 1_770_000_000_000, "lsn": 1}})
+    raw = no_pk.model_dump_json().encode()
+    with Producer(lake.settings.kafka, lake.bootstrap) as producer:
+        producer.produce(spec.name, raw, b"nopk")
+    run_lake(lake, [spec.name], 1)
+
+    (letter,) = read_all(lake.settings, spec.dlq().name, 1, timeout=3)
+    assert DeadLetter.parse(letter.headers, letter.key, letter.value).step == "lake"
+    assert CdcEnvelope.model_validate_json(letter.value or b"null") == no_pk
 
 
 # ---------------------------------------------------------------------------------------------
