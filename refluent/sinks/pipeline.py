@@ -64,6 +64,7 @@ class SinkPipeline:
         self.batch_size = batch_size
         self.catalog = TopicCatalog.from_settings(settings.topics)
         self.written = 0
+        self.rejected_by_sinks = 0
 
     # -- sink coordination -----------------------------------------------------------------
 
@@ -143,8 +144,10 @@ class SinkPipeline:
             for sink in self.sinks:
                 sink.close()
             dlq.close()
-        return PipelineStats(stats, handler.stats.records, self.written,
-                             handler.stats.dead_lettered)
+        # Rows a sink rejected were handed to it (counted in written) and then dead-lettered.
+        return PipelineStats(stats, handler.stats.records,
+                             self.written - self.rejected_by_sinks,
+                             handler.stats.dead_lettered + self.rejected_by_sinks)
 
     def _wire_bad_records(self, handler: DecodingHandler) -> None:
         def on_bad_record(record: SinkRecord[Any], error: Exception) -> None:
@@ -152,6 +155,7 @@ class SinkPipeline:
                                      partition=record.partition, offset=record.offset,
                                      timestamp_ms=record.timestamp_ms)
             handler.router.producer.flush()
+            self.rejected_by_sinks += 1
 
         # Only lake sinks reject rows; don't import pyiceberg for pipelines without one.
         iceberg = sys.modules.get("refluent.sinks.iceberg")

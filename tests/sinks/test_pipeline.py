@@ -220,7 +220,7 @@ def test_lake__bad_records_go_to_the_dlq_and_the_totals_balance(lake: Lake) -> N
     # in = landed + dead-lettered, counted by the pipeline and by what the topics hold.
     assert stats.records == total_in
     assert len(landed_logs) + len(landed_cdc) + len(letters) == total_in
-    assert stats.dead_lettered == 3  # the decode failures; the lake's rejection is the 4th
+    assert (stats.written, stats.dead_lettered) == (80, 4)  # 3 decode failures + 1 lake row
     assert {(d.topic, d.offset, d.step) for d in letters} == {
         (log_spec.name, 20, "decode"), (log_spec.name, 41, "decode"),
         (cdc_spec.name, 10, "decode"), (cdc_spec.name, 31, "lake")}
