@@ -172,6 +172,20 @@ def _whole_ms(value: object, what: str, spec: str) -> int:
     return int(ms)
 
 
+def _set_sizes(window: Any, spec: str, hop_ms: int | None) -> None:
+    """Validate a one-size window's ``size`` and ``grace`` and set its ``*_ms`` fields
+    (``hop_ms`` None: the size itself, as for tumbling windows)."""
+    size_ms = _whole_ms(window.size, "size", spec)
+    grace_ms = _whole_ms(window.grace, "grace", spec)
+    if size_ms <= 0:
+        raise WindowSpecError(spec, "size must be positive")
+    if grace_ms < 0:
+        raise WindowSpecError(spec, "grace must not be negative")
+    object.__setattr__(window, "size_ms", size_ms)
+    object.__setattr__(window, "hop_ms", size_ms if hop_ms is None else hop_ms)
+    object.__setattr__(window, "grace_ms", grace_ms)
+
+
 class WindowSpec(ABC):
     """What tumbling, hopping and sliding windows have in common.
 
@@ -246,16 +260,7 @@ class Tumbling(WindowSpec):
     grace_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        spec = f"tumbling size={self.size!r}"
-        size_ms = _whole_ms(self.size, "size", spec)
-        grace_ms = _whole_ms(self.grace, "grace", spec)
-        if size_ms <= 0:
-            raise WindowSpecError(spec, "size must be positive")
-        if grace_ms < 0:
-            raise WindowSpecError(spec, "grace must not be negative")
-        object.__setattr__(self, "size_ms", size_ms)
-        object.__setattr__(self, "hop_ms", size_ms)
-        object.__setattr__(self, "grace_ms", grace_ms)
+        _set_sizes(self, f"tumbling size={self.size!r}", hop_ms=None)
 
     def assign(self, ts_ms: int) -> list[WindowBounds]:
         """The one window containing ``ts_ms``."""
@@ -360,16 +365,7 @@ class Sliding(WindowSpec):
     grace_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        spec = f"sliding size={self.size!r}"
-        size_ms = _whole_ms(self.size, "size", spec)
-        grace_ms = _whole_ms(self.grace, "grace", spec)
-        if size_ms <= 0:
-            raise WindowSpecError(spec, "size must be positive")
-        if grace_ms < 0:
-            raise WindowSpecError(spec, "grace must not be negative")
-        object.__setattr__(self, "size_ms", size_ms)
-        object.__setattr__(self, "hop_ms", 1)
-        object.__setattr__(self, "grace_ms", grace_ms)
+        _set_sizes(self, f"sliding size={self.size!r}", hop_ms=1)
 
     def assign(self, ts_ms: int) -> list[WindowBounds]:
         """The one window that ends at ``ts_ms``: ``[ts - size + 1, ts + 1)``."""
