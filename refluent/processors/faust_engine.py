@@ -29,7 +29,7 @@ import orjson
 from refluent.config import Settings
 from refluent.errors import require
 from refluent.observability import metrics
-from refluent.processors.features import EntityStateView, FeatureView, View
+from refluent.processors.features import EntityStateView, View
 from refluent.processors.runtime import (
     EntityStateRuntime,
     FeatureViewRuntime,
@@ -317,4 +317,4 @@ def views_in(views: Sequence[View], names: Sequence[str] | None) -> list[View]:
     return [by_name[n] for n in names]
 
 
-__all__ = ["FaustEngine", "FeatureView", "EntityStateView", "views_in"]
+__all__ = ["FaustEngine", "views_in"]

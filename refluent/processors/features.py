@@ -34,7 +34,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -267,8 +267,3 @@ def validate(views: list[View], known_topic: Callable[[str], bool]) -> list[str]
                 problems.append(f"view {view.name}: source topic {source!r} is not in the "
                                 "catalog (add it to topics.cdc_tables / topics.log_sources)")
     return problems
-
-
-def views_by_name(views: list[View]) -> Mapping[str, View]:
-    """``views`` keyed by name."""
-    return {v.name: v for v in views}

@@ -109,12 +109,7 @@ class FeatureViewRuntime:
         except FeatureViewError as exc:
             raise RecordRejected(self.step, "bad_value", str(exc)) from exc
         if isinstance(result, Duplicate):
-            last = state.get("last")
-            if last is not None and last.get("source_offset") == source.offset and \
-                    last.get("source_topic") == source.topic and \
-                    last.get("source_partition") == source.partition:
-                return Outcome({}, [FeatureUpdate.model_validate(last)])
-            return Outcome()
+            return _republish_last(state, source)
         if isinstance(result, Late):
             raise RecordRejected(self.step, "late", result.reason)
         # Publish the entity's values as of its watermark, not as of this event: events of one
@@ -200,11 +195,7 @@ class EntityStateRuntime:
         except (KeyError, ValueError) as exc:
             raise RecordRejected(self.step, "bad_change", str(exc)) from exc
         if not changes:
-            last = state.get("last")
-            if last is not None and last.get("source_offset") == source.offset and \
-                    last.get("source_partition") == source.partition:
-                return Outcome({}, [FeatureUpdate.model_validate(last)])
-            return Outcome()
+            return _republish_last(state, source)
         return self._publish(changes, source)
 
     def truncate(self, env: CdcEnvelope, source: Source, states: dict[str, State]) -> Outcome:
@@ -236,6 +227,17 @@ class EntityStateRuntime:
             out.states[change.key] = state
             out.updates.append(update)
         return out
+
+
+def _republish_last(state: State, source: Source) -> Outcome:
+    """A replayed record: publish its update again only if it was the last one applied (the
+    crash may have lost it after the state was saved); otherwise nothing."""
+    last = state.get("last")
+    if last is not None and (last.get("source_topic"), last.get("source_partition"),
+                             last.get("source_offset")) == (source.topic, source.partition,
+                                                            source.offset):
+        return Outcome({}, [FeatureUpdate.model_validate(last)])
+    return Outcome()
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
