@@ -200,7 +200,9 @@ def test_rebalance__second_member_takes_partitions_and_nothing_is_lost(
     assert len(seen) == total, "every record processed at least once"
     assert revoked, "the first member gave up partitions"
     assert b_assigned.is_set(), "the second member was never given partitions"
-    assert got["b"], "the second member got work"
+    # Whether records are still left on the second member's partitions when it gets them
+    # depends on how long the join took on the broker, so its share of the work is not
+    # asserted: the rebalance itself (revoke, assignment, nothing lost) is.
     if os.environ.get("REFLUENT_TEST_SERVICES") != "containers":
         # Duplicates are allowed (at-least-once) but bounded by one batch per revoked partition.
         dupes = len(got["a"]) + len(got["b"]) - len(seen)
