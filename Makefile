@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.refluent-installed
 PYTEST_ARGS ?=
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test test-fast lint bench setup services-deps clean
 
@@ -32,6 +33,8 @@ setup: $(STAMP) services-deps
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q 'torch==$(TORCH_VERSION)'
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -224,7 +224,7 @@ class Bench:
             "REFLUENT_LAKE__NAMESPACE": self.namespace,
             "REFLUENT_PROCESSING__VIEWS": str(work.module),
             "REFLUENT_PROCESSING__APP_ID": f"bench-{work.sfx}",
-            "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": "1",
+            "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": os.environ.get("BENCH_BATCH", "1"),
             "REFLUENT_EMBEDDED__STATE_DIR": str(self.root / "cli-state"),
         })
         return env

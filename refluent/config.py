@@ -148,6 +148,46 @@ class ServingSettings(_Component):
     """Most requests scored together."""
     max_feature_age_s: float = Field(default=3600.0, gt=0)
     """Feature age above which the stale-feature policy applies."""
+    stale_policy: Literal["default", "reject", "flag"] = "flag"
+    """What a stale or missing view gets unless ``view_policies`` says otherwise: its declared
+    defaults, the request to the dead-letter topic, or served as it is and flagged."""
+    view_policies: dict[str, Literal["default", "reject", "flag"]] = Field(default_factory=dict)
+    """Stale-feature policy per view name."""
+    batch_linger_ms: float = Field(default=2.0, ge=0)
+    """How long the service waits to fill a batch once it holds one request."""
+    model_refresh_s: float = Field(default=2.0, gt=0)
+    """How often the service checks the registry for a new champion or checkpoint."""
+    group: str = "refluent-serving"
+    """Consumer group of the Kafka request consumer."""
+
+
+class RegistrySettings(_Component):
+    """The model registry: versions, aliases and checkpoints in the lake, artifacts beside it."""
+
+    artifact_root: str | None = None
+    """Where model artifacts are written (file:///..., s3://...); empty means
+    ``<warehouse>/models``."""
+
+
+class FeedbackSettings(_Component):
+    """The feedback join and the online learners."""
+
+    group: str = "refluent-feedback"
+    """Consumer group of the feedback service."""
+    pending_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """How long a prediction waits for its label in Redis."""
+    early_label_wait_s: float = Field(default=300.0, ge=0)
+    """How long a label whose prediction is not known yet waits for it."""
+    max_label_delay_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Label time minus prediction time above which a label is too late."""
+    checkpoint_every: int = Field(default=1000, ge=1)
+    """Examples between two checkpoints of a learning model."""
+    rolling_window: int = Field(default=1000, ge=1)
+    """Labels in the rolling metrics."""
+    promotion_margin: float = Field(default=0.02, ge=0)
+    """How much better than the champion a challenger's rolling metric must be."""
+    promotion_min_labels: int = Field(default=500, ge=1)
+    """Labels a challenger must have scored before it can be promoted."""
 
 
 class PrivacySettings(_Component):
@@ -234,6 +274,10 @@ class Settings(BaseSettings):
     """Iceberg lake."""
     serving: ServingSettings = Field(default_factory=ServingSettings)
     """Prediction service."""
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    """Model registry."""
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    """Feedback join and online learning."""
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     """Differential privacy."""
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
