@@ -179,9 +179,19 @@ def _record(msg: Message, value: Any, skip: bool = False) -> SinkRecord[Any]:
 
 
 def lake_table_for(topic: str) -> str:
-    """The lake table a topic lands in."""
+    """The lake table a topic lands in.
+
+    Examples:
+        >>> [lake_table_for(t) for t in ("cdc.orders", "features.activity", "logs.app")]
+        ['cdc_orders_changelog', 'features_activity_history', 'raw_logs_app']
+        >>> [lake_table_for(t) for t in ("predictions", "inference.requests")]
+        ['predictions', 'inference_requests']
+    """
     kind, _, name = topic.partition(".")
     name = name.replace(".", "_").replace("-", "_")
+    if not name or kind not in {"cdc", "features", "logs"}:
+        # The loop's own topics (predictions, examples, ...) land in a table of that name.
+        return topic.replace(".", "_").replace("-", "_")
     if kind == "cdc":
         return f"cdc_{name}_changelog"
     if kind == "features":
