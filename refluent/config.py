@@ -230,8 +230,7 @@ class ProcessingSettings(_Component):
     table_store: str = "memory://"
     """Where the engine keeps view state between changelog recoveries (memory://, rocksdb://)."""
     producer_max_batch_size: int | None = Field(default=None, ge=1)
-    """Records per produce batch of the engine; empty means 1 on the embedded broker (whose
-    changelog recovery needs it) and the client default elsewhere."""
+    """Most bytes per produce batch of the engine; empty means the client's default."""
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the engine's Prometheus endpoint; 0 turns it off."""
 

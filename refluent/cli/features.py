@@ -91,7 +91,7 @@ def process(
     each view's updates to features.<view>.
     """
     from refluent.cli.app import console
-    from refluent.embedded.services import load_state, resolve_bootstrap
+    from refluent.embedded.services import resolve_bootstrap
     from refluent.observability.metrics import serve_metrics
     from refluent.processors.faust_engine import FaustEngine, views_in
     from refluent.streams.kafka import TopicAdmin
@@ -102,12 +102,8 @@ def process(
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--view") from exc
     bootstrap = resolve_bootstrap(s)
-    # The embedded broker needs one record per produce batch for exact changelog recovery.
-    broker = load_state(s.embedded.state_dir.resolve()).get("broker")
-    embedded = broker is not None and not broker.external and broker.address == bootstrap
     admin = TopicAdmin(s.kafka, bootstrap)
-    engine = FaustEngine(selected, s, bootstrap, embedded_broker=embedded,
-                         partitions=admin.wait_ready())
+    engine = FaustEngine(selected, s, bootstrap, partitions=admin.wait_ready())
     admin.ensure([engine.catalog.get(t) for t in engine.topics_to_create()])
     if s.processing.metrics_port:
         serve_metrics(s.processing.metrics_port)

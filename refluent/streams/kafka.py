@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -520,6 +520,45 @@ class TopicAdmin:
         return {k: v.value for k, v in entries.items() if v.value is not None}
 
 
+def fetched_high_watermarks(
+    settings: KafkaSettings, bootstrap_servers: str,
+    starts: Mapping[tuple[str, int], int | None], timeout_s: float = 5.0,
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Low and high watermark per partition, the high one taken from a fetch response.
+
+    ListOffsets answers wrongly on some Kafka-compatible brokers (the embedded one reports the
+    start of the last batch plus one); the high watermark a fetch response carries is exact on
+    every broker. One fetch per partition, from ``starts[tp]`` (None: the beginning), fills it.
+    Fetch near the end (the ListOffsets answer minus one) to keep the fetch small.
+    """
+    ck = _ck()
+    conf = settings.client_config(bootstrap_servers)
+    conf.update({"group.id": "refluent-watermarks", "enable.auto.commit": False,
+                 "enable.partition.eof": True})
+    consumer = ck.Consumer(conf)
+    try:
+        tps = sorted(starts)
+        consumer.assign([ck.TopicPartition(t, p, ck.OFFSET_BEGINNING if starts[(t, p)] is None
+                                           else max(int(starts[(t, p)] or 0), 0))
+                         for t, p in tps])
+        deadline = time.monotonic() + timeout_s
+        answered: set[tuple[str, int]] = set()
+        while len(answered) < len(tps) and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is None or msg.error().code() == ck.KafkaError._PARTITION_EOF:
+                    answered.add((msg.topic(), msg.partition()))
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic, partition in tps:
+            tp = ck.TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            out[(topic, partition)] = (low, high)
+        return out
+    finally:
+        consumer.close()
+
+
 def partition_offsets(
     settings: KafkaSettings, bootstrap_servers: str, topic: str, group_id: str | None = None
 ) -> list[dict[str, int | None]]:
@@ -529,8 +568,7 @@ def partition_offsets(
     """
     ck = _ck()
     conf = settings.client_config(bootstrap_servers)
-    conf.update({"group.id": group_id or "refluent-describe", "enable.auto.commit": False,
-                 "enable.partition.eof": True})
+    conf.update({"group.id": group_id or "refluent-describe", "enable.auto.commit": False})
     consumer = ck.Consumer(conf)
     try:
         md = consumer.list_topics(topic, timeout=10)
@@ -539,27 +577,17 @@ def partition_offsets(
             raise TopicAdminError(topic, "does not exist")
         tps = [ck.TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = consumer.committed(tps, timeout=10) if group_id else []
-        # One fetch per partition from the start fills the cached high watermarks.
-        consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in
-                         sorted(meta.partitions)])
-        deadline = time.monotonic() + 5
-        eof: set[int] = set()
-        seen: set[int] = set()
-        while len(eof | seen) < len(tps) and time.monotonic() < deadline:
-            for msg in consumer.consume(100, 0.2):
-                if msg.error() is None or msg.error().code() == ck.KafkaError._PARTITION_EOF:
-                    (eof if msg.error() else seen).add(msg.partition())
-        rows = []
-        for i, tp in enumerate(tps):
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5)
-            row: dict[str, int | None] = {"partition": tp.partition, "low": low, "high": high}
-            if group_id:
-                off = committed[i].offset
-                row["committed"] = off if off >= 0 else None
-                row["lag"] = high - (off if off >= 0 else low)
-            rows.append(row)
-        return rows
     finally:
         consumer.close()
+    marks = fetched_high_watermarks(settings, bootstrap_servers,
+                                    {(topic, tp.partition): None for tp in tps})
+    rows = []
+    for i, tp in enumerate(tps):
+        low, high = marks[(topic, tp.partition)]
+        row: dict[str, int | None] = {"partition": tp.partition, "low": low, "high": high}
+        if group_id:
+            off = committed[i].offset
+            row["committed"] = off if off >= 0 else None
+            row["lag"] = high - (off if off >= 0 else low)
+        rows.append(row)
+    return rows

@@ -357,7 +357,6 @@ def crash(services: RunningServices, tmp_path: Path) -> Iterator[Crash]:
         "REFLUENT_LAKE__NAMESPACE": namespace,
         "REFLUENT_PROCESSING__VIEWS": str(module),
         "REFLUENT_PROCESSING__APP_ID": f"crash-{sfx}",
-        "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": "1",
         "REFLUENT_EMBEDDED__STATE_DIR": str(tmp_path / "state"),
     })
     crash = Crash(settings, work, runner, views)

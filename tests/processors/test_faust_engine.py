@@ -99,7 +99,6 @@ def setup(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path, dict[
         "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "REFLUENT_PROCESSING__VIEWS": str(module),
         "REFLUENT_PROCESSING__APP_ID": f"engine-test-{sfx}",
-        "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": "1",
         "REFLUENT_EMBEDDED__STATE_DIR": str(tmp_path / "state"),
     })
     yield sfx, module, env
