@@ -69,7 +69,12 @@ from refluent.sinks.iceberg import (
 )
 from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.contracts import CdcEnvelope, LogEvent
-from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
+from refluent.streams.kafka import (
+    Producer,
+    TopicAdmin,
+    fetched_high_watermarks,
+    partition_offsets,
+)
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices, running_services
@@ -224,7 +229,6 @@ class Bench:
             "REFLUENT_LAKE__NAMESPACE": self.namespace,
             "REFLUENT_PROCESSING__VIEWS": str(work.module),
             "REFLUENT_PROCESSING__APP_ID": f"bench-{work.sfx}",
-            "REFLUENT_PROCESSING__PRODUCER_MAX_BATCH_SIZE": os.environ.get("BENCH_BATCH", "1"),
             "REFLUENT_EMBEDDED__STATE_DIR": str(self.root / "cli-state"),
         })
         return env
@@ -288,12 +292,11 @@ def exact_ends(settings: Settings, topic: str) -> dict[int, int]:
 
 
 class Probe:
-    """Cheap progress reads for polling: ListOffsets and OffsetFetch on long-lived clients.
+    """Cheap progress reads for polling: ListOffsets, OffsetFetch and one small fetch.
 
-    Polling with fetches would load the broker the commands share. ListOffsets(latest) is
-    exact on Kafka; on the embedded broker it is exact only for topics written one record per
-    produce batch, which the engine does (``producer_max_batch_size=1``), so it is used for the
-    features topics only.
+    ListOffsets(latest) is exact on Kafka; the embedded broker answers the start of the last
+    batch plus one, so the end is completed with a fetch of that last batch only (small, and
+    once a second), whose response carries the exact high watermark.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -317,8 +320,15 @@ class Probe:
 
     def ends(self, topic: str) -> dict[int, int]:
         consumer = self._consumer("bench-probe")
-        return {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in self._tps(topic)}
+        listed = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1]
+                  for tp in self._tps(topic)}
+        starts: dict[tuple[str, int], int | None] = {
+            (topic, p): end - 1 for p, end in listed.items() if end > 0}
+        if not starts:
+            return listed
+        kafka = self.settings.kafka
+        marks = fetched_high_watermarks(kafka, kafka.bootstrap_servers or "", starts)
+        return {p: max(end, marks.get((topic, p), (0, 0))[1]) for p, end in listed.items()}
 
     def committed(self, topic: str, group: str) -> dict[int, int]:
         got = self._consumer(group).committed(self._tps(topic), timeout=10)
@@ -385,6 +395,16 @@ def rate(n: int, seconds: float | None) -> float | None:
     return round(n / seconds, 1) if seconds else None
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float | None:
+    """CPU time (user + system, all threads) a running command has used so far: on a shared
+    machine events per CPU-second says more about the code than events per wall second."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
@@ -433,10 +453,12 @@ def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: P
     engine = bench.engine(work, engine_core)
     secs, first = wait_for(progress, "engine (source -> features)", work.updates,
                            lambda: features_produced(probe, work), [engine], args.phase_timeout)
+    cpu = cpu_seconds(engine)
     bench.stop_all()
     out["engine"] = {"seconds": round(secs, 2), "events_per_s": rate(work.events, secs),
                      "steady_events_per_s": rate(work.events, secs - (first or 0)),
-                     "startup_s": round(first or 0, 2)}
+                     "startup_s": round(first or 0, 2), "cpu_s": cpu,
+                     "events_per_cpu_s": rate(work.events, cpu)}
 
     ends = {t: exact_ends(settings, t) for t in work.sources + work.features}
     total = sum(sum(e.values()) for e in ends.values())
