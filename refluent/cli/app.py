@@ -48,10 +48,12 @@ app.add_typer(topics_app, name="topics")
 def _register_subcommands() -> None:
     from refluent.cli.features import features_app, process, sink_app
     from refluent.cli.lake import lake_app
+    from refluent.cli.models import models_app
 
     app.add_typer(features_app, name="features")
     app.add_typer(sink_app, name="sink")
     app.add_typer(lake_app, name="lake")
+    app.add_typer(models_app, name="models")
     app.command()(process)
 
 

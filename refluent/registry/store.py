@@ -1,0 +1,851 @@
+"""The model registry: versions, aliases and checkpoints as Iceberg tables in the lake.
+
+Three tables in the lake namespace hold everything:
+
+- ``model_versions``: one row per version (versions count from 1 per model name): kind, task,
+  feature names, artifact location, parent version, lineage (training snapshot, offsets),
+  metrics, epsilon spent and the metadata :func:`~refluent.serving.base.load_model` needs.
+- ``model_aliases``: append-only alias events (``promote`` or ``rollback``): model, alias,
+  version, previous holder, reason, time and a per-alias sequence number. An alias's holder is
+  the outcome of its latest event.
+- ``model_checkpoints``: the learned state of an online model, saved as it learns: artifact,
+  the next offset to consume per topic partition, examples learned and JSON learner state.
+
+Artifacts are files under ``registry.artifact_root`` (default ``<warehouse>/models``):
+``<name>/<version>/<uuid>.<ext>`` and ``<name>/<version>/checkpoints/<seq>-<uuid>.<ext>``,
+written through the lake's FileIO, so ``file://`` and ``s3://`` (with the catalog's S3
+properties) both work.
+
+Guarantees:
+
+- An artifact is written before the row that points to it is committed, so a crash never
+  leaves a row pointing to a missing file (at worst an unreferenced file; a failed commit
+  deletes its file).
+- Every change is ONE Iceberg append commit, so a promotion is atomic: readers see the old
+  holder or the new one. Commits are optimistic: when a concurrent commit lands first (another
+  process promoting, registering, checkpointing), the registry re-reads the table, recomputes
+  the version number, sequence number or previous holder against the new head and tries again.
+  A row carries a unique id, so a commit whose outcome was unknown is never recorded twice.
+- Reads are cached per table snapshot: re-reading the table metadata is all a read costs when
+  nothing changed, so a service can poll :meth:`ModelRegistry.revision` every couple of seconds.
+
+Each commit adds a snapshot: expire old ones and compact with ``refluent lake maintain``.
+
+River artifacts are pickles: load only from a registry you trust.
+
+Examples:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from refluent.embedded.services import lake_catalog
+    >>> from refluent.examples.models import river_classifier
+    >>> lake = Path(tempfile.mkdtemp())
+    >>> registry = ModelRegistry(lake_catalog(f"sqlite:///{lake / 'c.db'}", lake.as_uri()))
+    >>> registry.register("churn", river_classifier(), alias="champion").version
+    1
+    >>> registry.register("churn", river_classifier(), parent=1).version
+    2
+    >>> registry.promote("churn", 2, reason="better log loss")
+    >>> registry.aliases("churn"), registry.rollback("churn").version
+    ({'champion': 2}, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from refluent.registry.errors import (
+    ArtifactError,
+    InvalidNameError,
+    ModelKindMismatchError,
+    NoPreviousVersionError,
+    RegistryCommitError,
+    RegistryDataError,
+    RegistryError,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownModelVersionError,
+)
+from refluent.serving.base import KINDS, ModelKind, ServableModel, Task, load_model
+from refluent.sinks.iceberg import (
+    OPERATION_KEY,
+    ensure_table,
+    identifier,
+    open_catalog,
+    transaction,
+)
+
+try:
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.exceptions import (
+        CommitFailedException,
+        CommitStateUnknownException,
+        NoSuchTableError,
+    )
+    from pyiceberg.io import FileIO, load_file_io
+    from pyiceberg.schema import Schema
+    from pyiceberg.table import Table
+    from pyiceberg.types import (
+        DoubleType,
+        LongType,
+        NestedField,
+        StringType,
+        TimestamptzType,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    from refluent.errors import MissingExtraError
+
+    raise MissingExtraError(exc.name or "pyiceberg", "iceberg") from exc
+
+if TYPE_CHECKING:
+    from refluent.config import Settings
+
+VERSIONS_TABLE = "model_versions"
+ALIASES_TABLE = "model_aliases"
+CHECKPOINTS_TABLE = "model_checkpoints"
+CHAMPION = "champion"
+"""The alias serving answers with."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_EXTENSIONS: dict[str, str] = {"river": "pkl", "onnx": "onnx"}
+
+
+def _s(i: int, name: str, doc: str, required: bool = True) -> NestedField:
+    return NestedField(i, name, StringType(), required=required, doc=doc)
+
+
+def _l(i: int, name: str, doc: str, required: bool = True) -> NestedField:
+    return NestedField(i, name, LongType(), required=required, doc=doc)
+
+
+def _ts(i: int, name: str, doc: str) -> NestedField:
+    return NestedField(i, name, TimestamptzType(), required=True, doc=doc)
+
+
+VERSIONS_SCHEMA = Schema(
+    _s(1, "name", "Model name"),
+    _l(2, "version", "Version, from 1 per name"),
+    _s(3, "kind", "river or onnx"),
+    _s(4, "task", "classification or regression"),
+    _s(5, "feature_names", "Inputs in order (JSON list)"),
+    _s(6, "artifact_uri", "Where the artifact is"),
+    _ts(7, "created_at", "When the version was registered"),
+    _l(8, "parent", "Version it was derived from", required=False),
+    _s(9, "lineage", "Training data: snapshot id, offsets, ... (JSON)"),
+    _s(10, "metrics", "Metric name -> value (JSON)"),
+    NestedField(11, "epsilon", DoubleType(), required=False, doc="DP epsilon spent"),
+    _s(12, "description", "Free text"),
+    _s(13, "model_meta", "What load_model needs beside the artifact (JSON)"),
+    _s(14, "row_id", "Unique id of this row"),
+)
+ALIASES_SCHEMA = Schema(
+    _s(1, "name", "Model name"),
+    _s(2, "alias", "Alias (champion, challenger-...)"),
+    _l(3, "seq", "Order of the events of this alias, from 1"),
+    _s(4, "event", "promote or rollback"),
+    _l(5, "version", "Version holding the alias after the event"),
+    _l(6, "previous_version", "Version holding it before", required=False),
+    _s(7, "reason", "Why"),
+    _ts(8, "at", "When"),
+    _s(9, "row_id", "Unique id of this row"),
+)
+CHECKPOINTS_SCHEMA = Schema(
+    _s(1, "name", "Model name"),
+    _l(2, "version", "Model version"),
+    _l(3, "seq", "Checkpoint number of this version, from 1"),
+    _s(4, "artifact_uri", "Where the checkpointed model is"),
+    _s(5, "offsets", "Topic -> partition -> next offset to consume (JSON)"),
+    _l(6, "examples", "Examples learned by this version so far"),
+    _s(7, "state", "Learner state (JSON)"),
+    _ts(8, "created_at", "When the checkpoint was saved"),
+    _s(9, "row_id", "Unique id of this row"),
+)
+_SCHEMAS = {VERSIONS_TABLE: VERSIONS_SCHEMA, ALIASES_TABLE: ALIASES_SCHEMA,
+            CHECKPOINTS_TABLE: CHECKPOINTS_SCHEMA}
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model.
+
+    Attributes:
+        name: Model name.
+        version: Version number, from 1 per name.
+        kind: ``"river"`` or ``"onnx"``.
+        task: ``"classification"`` or ``"regression"``.
+        feature_names: Inputs in order (may be empty for a River model: any features).
+        artifact_uri: Where the artifact is.
+        created_at: When it was registered (UTC).
+        parent: The version it was derived from (retrained or fine-tuned), if any.
+        lineage: What it was trained on, e.g. ``{"snapshot_id": ..., "offsets": {...}}``.
+        metrics: Metric name -> value at registration.
+        epsilon: Differential-privacy epsilon spent by its training, if private.
+        description: Free text.
+        model_meta: What :func:`~refluent.serving.base.load_model` needs beside the artifact.
+    """
+
+    name: str
+    version: int
+    kind: ModelKind
+    task: Task
+    feature_names: tuple[str, ...]
+    artifact_uri: str
+    created_at: datetime
+    parent: int | None
+    lineage: dict[str, Any]
+    metrics: dict[str, float]
+    epsilon: float | None
+    description: str
+    model_meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The learned state of a version at one point of its stream.
+
+    Attributes:
+        name: Model name.
+        version: Model version.
+        seq: Checkpoint number of this version, from 1.
+        artifact_uri: Where the checkpointed model is.
+        offsets: Topic -> partition -> next offset to consume, to resume learning from.
+        examples: Examples this version had learned.
+        state: JSON-able learner state (rolling metrics, recent ids, ...).
+        created_at: When it was saved (UTC).
+    """
+
+    name: str
+    version: int
+    seq: int
+    artifact_uri: str
+    offsets: dict[str, dict[int, int]]
+    examples: int
+    state: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One change of an alias, as recorded in ``model_aliases``."""
+
+    name: str
+    alias: str
+    seq: int
+    event: str
+    version: int
+    previous_version: int | None
+    reason: str
+    at: datetime
+    row_id: str
+
+
+def check_name(what: str, name: str) -> str:
+    """``name`` if it can name a model or alias (it becomes part of artifact paths).
+
+    Raises:
+        InvalidNameError: it cannot.
+
+    Examples:
+        >>> check_name("model", "churn-v2.1")
+        'churn-v2.1'
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidNameError(what, str(name))
+    return name
+
+
+def _json(subject: str, value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+                            | orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError as exc:
+        raise RegistryDataError(subject, f"is not JSON-able: {exc}") from exc
+
+
+def _offsets(subject: str, offsets: Mapping[str, Mapping[int, int]]) -> dict[str, dict[int, int]]:
+    out: dict[str, dict[int, int]] = {}
+    for topic, parts in offsets.items():
+        try:
+            out[str(topic)] = {int(p): int(o) for p, o in parts.items()}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RegistryDataError(subject, f"has offsets of topic {topic!r} that are not "
+                                    f"partition -> offset integers: {exc}") from exc
+    return out
+
+
+def holders(events: list[AliasEvent]) -> list[int]:
+    """The stack of an alias's holders after ``events`` (in ``seq`` order): a promotion pushes
+    its version, a rollback pops back to the one before. The last item holds the alias.
+
+    Examples:
+        >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+        >>> def ev(seq, kind, v): return AliasEvent("m", "champion", seq, kind, v, None, "", t, "")
+        >>> holders([ev(1, "promote", 1), ev(2, "promote", 3), ev(3, "rollback", 1)])
+        [1]
+    """
+    stack: list[int] = []
+    for e in events:
+        if e.event == "rollback" and len(stack) >= 2 and stack[-2] == e.version:
+            stack.pop()
+        else:  # a promotion (or a rollback whose history was lost): the version now holds it
+            stack.append(e.version)
+    return stack
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    snapshot_id: int | None
+    rows: list[Any]
+
+
+class ModelRegistry:
+    """Versions, aliases and checkpoints of models, in the lake (see the module docstring).
+
+    Args:
+        catalog: A pyiceberg catalog, or a function returning one (called on first use).
+        namespace: Namespace of the registry's tables.
+        artifact_root: Where artifacts are written (``file:///...``, ``s3://...``); default
+            ``<warehouse>/models``.
+        commit_attempts: Tries per change when concurrent commits get in the way.
+
+    Thread safety: one registry may be shared between threads.
+    """
+
+    def __init__(self, catalog: Catalog | Callable[[], Catalog], namespace: str = "refluent",
+                 artifact_root: str | None = None, *, commit_attempts: int = 10) -> None:
+        self._catalog_source = catalog
+        self.namespace = namespace
+        self._artifact_root = artifact_root.rstrip("/") if artifact_root else None
+        self.commit_attempts = max(1, commit_attempts)
+        self._catalog: Catalog | None = None
+        self._tables: dict[str, Table] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._io: FileIO | None = None
+        self._lock = threading.RLock()
+        self._revisions: dict[str, tuple[tuple[int | None, int | None], str]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        """The registry in ``settings.lake``'s catalog and namespace, artifacts under
+        ``settings.registry.artifact_root`` (the catalog is opened on first use)."""
+        return cls(lambda: open_catalog(settings), settings.lake.namespace,
+                   settings.registry.artifact_root)
+
+    # -- tables --------------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        """The lake catalog (opened on first use)."""
+        with self._lock:
+            if self._catalog is None:
+                source = self._catalog_source
+                self._catalog = source if isinstance(source, Catalog) else source()
+            return self._catalog
+
+    def _table(self, key: str, refresh: bool = True) -> Table:
+        with self._lock:
+            table = self._tables.get(key)
+            if table is None:
+                table = ensure_table(self.catalog, identifier(key, self.namespace), _SCHEMAS[key])
+                self._tables[key] = table
+            elif refresh:
+                try:
+                    table.refresh()
+                except (OSError, NoSuchTableError) as exc:
+                    raise RegistryError(f"registry table {key}",
+                                        f"cannot be re-read: {exc}") from exc
+            return table
+
+    def _rows(self, key: str, table: Table | None = None) -> list[Any]:
+        """The decoded rows of ``key`` at its current snapshot (scanned once per snapshot)."""
+        with self._lock:
+            table = table if table is not None else self._table(key)
+            snap = table.current_snapshot()
+            snap_id = snap.snapshot_id if snap is not None else None
+            cached = self._cache.get(key)
+            if cached is not None and cached.snapshot_id == snap_id:
+                return cached.rows
+            raw = table.scan().to_arrow().to_pylist() if snap is not None else []
+            decode = {VERSIONS_TABLE: self._version, ALIASES_TABLE: self._alias_event,
+                      CHECKPOINTS_TABLE: self._checkpoint}[key]
+            rows = [decode(r) for r in raw]
+            self._cache[key] = _Cached(snap_id, rows)
+            return rows
+
+    @staticmethod
+    def _version(r: dict[str, Any]) -> tuple[ModelVersion, str]:
+        return ModelVersion(
+            name=r["name"], version=int(r["version"]), kind=r["kind"], task=r["task"],
+            feature_names=tuple(orjson.loads(r["feature_names"])),
+            artifact_uri=r["artifact_uri"], created_at=r["created_at"], parent=r["parent"],
+            lineage=orjson.loads(r["lineage"]), metrics=orjson.loads(r["metrics"]),
+            epsilon=r["epsilon"], description=r["description"],
+            model_meta=orjson.loads(r["model_meta"]),
+        ), r["row_id"]
+
+    @staticmethod
+    def _alias_event(r: dict[str, Any]) -> AliasEvent:
+        return AliasEvent(r["name"], r["alias"], int(r["seq"]), r["event"], int(r["version"]),
+                          r["previous_version"], r["reason"], r["at"], r["row_id"])
+
+    @staticmethod
+    def _checkpoint(r: dict[str, Any]) -> tuple[Checkpoint, str]:
+        offsets = {t: {int(p): int(o) for p, o in parts.items()}
+                   for t, parts in orjson.loads(r["offsets"]).items()}
+        cp = Checkpoint(r["name"], int(r["version"]), int(r["seq"]), r["artifact_uri"], offsets,
+                        int(r["examples"]), orjson.loads(r["state"]), r["created_at"])
+        return cp, r["row_id"]
+
+    def _commit(self, key: str, operation: str,
+                make_rows: Callable[[list[Any]], list[dict[str, Any]] | None]) -> None:
+        """Append the rows ``make_rows`` builds from the table's current rows, in one commit;
+        on a conflict re-read and rebuild. ``make_rows`` returns None when the table already
+        holds the change (a commit whose outcome was unknown had landed)."""
+        last = ""
+        for attempt in range(1, self.commit_attempts + 1):
+            with self._lock:
+                table = self._table(key)
+                rows = make_rows(self._rows(key, table))
+                if rows is None:
+                    return
+                data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
+                try:
+                    tx = transaction(table)
+                    tx.append(data, snapshot_properties={OPERATION_KEY: f"registry:{operation}"})
+                    tx.commit_transaction()
+                    return
+                except (CommitFailedException, CommitStateUnknownException) as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                except (OSError, ValueError, TypeError, NoSuchTableError) as exc:
+                    raise RegistryCommitError(identifier(key, self.namespace), attempt,
+                                              f"{type(exc).__name__}: {exc}") from exc
+            time.sleep(min(0.02 * 2 ** (attempt - 1), 0.5))
+        raise RegistryCommitError(identifier(key, self.namespace), self.commit_attempts, last)
+
+    # -- artifacts -----------------------------------------------------------------------------
+    @property
+    def artifact_root(self) -> str:
+        """Where artifacts are written: ``artifact_root``, else ``<warehouse>/models``, else
+        beside the versions table."""
+        if self._artifact_root is None:
+            warehouse = str(self.catalog.properties.get("warehouse") or "")
+            if "://" in warehouse or warehouse.startswith("/"):
+                self._artifact_root = warehouse.rstrip("/") + "/models"
+            else:
+                self._artifact_root = self._table(VERSIONS_TABLE).location().rstrip("/") \
+                    + "/artifacts"
+        return self._artifact_root
+
+    @property
+    def io(self) -> FileIO:
+        """The FileIO artifacts are written and read with (the catalog's properties)."""
+        if self._io is None:
+            self._io = load_file_io(dict(self.catalog.properties), location=self.artifact_root)
+        return self._io
+
+    def _write_artifact(self, uri: str, data: bytes) -> None:
+        try:
+            with self.io.new_output(uri).create(overwrite=False) as out:
+                out.write(data)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(uri, f"cannot be written: {type(exc).__name__}: {exc}") from exc
+
+    def _delete_artifact(self, uri: str) -> None:
+        try:
+            self.io.delete(uri)
+        except (OSError, ValueError):
+            pass  # an unreferenced file is harmless; orphan cleanup removes it
+
+    def read_artifact(self, uri: str) -> bytes:
+        """The bytes of an artifact.
+
+        Raises:
+            ArtifactError: it cannot be read (missing, no permission).
+        """
+        try:
+            with self.io.new_input(uri).open() as stream:
+                return bytes(stream.read())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(uri, f"cannot be read: {type(exc).__name__}: {exc}") from exc
+
+    def _artifact_uri(self, name: str, version: int, kind: str, checkpoint: int | None = None
+                      ) -> str:
+        unique = uuid.uuid4().hex
+        ext = _EXTENSIONS[kind]
+        if checkpoint is None:
+            return f"{self.artifact_root}/{name}/{version}/{unique}.{ext}"
+        return f"{self.artifact_root}/{name}/{version}/checkpoints/{checkpoint}-{unique}.{ext}"
+
+    # -- versions ------------------------------------------------------------------------------
+    def register(self, name: str, model: ServableModel, *, parent: int | None = None,
+                 lineage: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, float] | None = None, epsilon: float | None = None,
+                 description: str = "", alias: str | None = None) -> ModelVersion:
+        """Store ``model`` as the next version of ``name`` (1 for a new name).
+
+        The artifact is written first, then the row committed; with ``alias`` the new version
+        is then promoted to it (a second commit).
+
+        Raises:
+            InvalidNameError: ``name`` or ``alias`` cannot be used.
+            UnknownModelVersionError: ``parent`` is not a version of ``name``.
+            RegistryDataError: lineage or metrics are not JSON-able.
+            ArtifactError: the artifact cannot be written.
+            RegistryCommitError: the row could not be committed (nothing is registered).
+        """
+        check_name("model", name)
+        if alias is not None:
+            check_name("alias", alias)
+        if model.kind not in KINDS:
+            raise RegistryDataError(f"model {name!r}", f"has an unknown kind {model.kind!r}")
+        if parent is not None:
+            self.get(name, parent)
+        data = model.to_bytes()
+        meta = {k: v for k, v in model.metadata().items() if k != "name"}
+        lineage_json = _json(f"lineage of {name!r}", dict(lineage or {}))
+        metrics_json = _json(f"metrics of {name!r}",
+                             {str(k): float(v) for k, v in (metrics or {}).items()})
+        meta_json = _json(f"metadata of {name!r}", meta)
+        row_id = uuid.uuid4().hex
+        written: dict[int, str] = {}  # version -> artifact written for it
+        outcome: list[ModelVersion] = []
+
+        def make_rows(rows: list[tuple[ModelVersion, str]]) -> list[dict[str, Any]] | None:
+            mine = [v for v, rid in rows if rid == row_id]
+            if mine:
+                outcome.append(mine[0])
+                return None
+            version = max((v.version for v, _ in rows if v.name == name), default=0) + 1
+            if version not in written:
+                for stale in written.values():  # someone else took that number
+                    self._delete_artifact(stale)
+                written.clear()
+                uri = self._artifact_uri(name, version, model.kind)
+                self._write_artifact(uri, data)
+                written[version] = uri
+            return [{
+                "name": name, "version": version, "kind": model.kind, "task": model.task,
+                "feature_names": _json("feature names", list(model.feature_names)),
+                "artifact_uri": written[version], "created_at": datetime.now(UTC),
+                "parent": parent, "lineage": lineage_json, "metrics": metrics_json,
+                "epsilon": None if epsilon is None else float(epsilon),
+                "description": description, "model_meta": meta_json, "row_id": row_id,
+            }]
+
+        try:
+            self._commit(VERSIONS_TABLE, "register", make_rows)
+        except RegistryError:
+            for uri in written.values():
+                self._delete_artifact(uri)
+            raise
+        registered = outcome[0] if outcome else self._find(name, row_id)
+        if alias is not None:
+            self.promote(name, registered.version, alias, reason="registered with this alias")
+        return registered
+
+    def _find(self, name: str, row_id: str) -> ModelVersion:
+        for v, rid in self._rows(VERSIONS_TABLE):
+            if rid == row_id:
+                return v
+        raise RegistryError(f"the registered version of {name!r}", "is missing from the table")
+
+    def _versions_of(self, name: str) -> list[ModelVersion]:
+        rows = [v for v, _ in self._rows(VERSIONS_TABLE)]
+        mine = sorted((v for v in rows if v.name == name), key=lambda v: v.version)
+        if not mine:
+            raise UnknownModelError(name, sorted({v.name for v in rows}))
+        return mine
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        """One version of a model.
+
+        Raises:
+            UnknownModelError: no such model.
+            UnknownModelVersionError: no such version (the message lists the known ones).
+        """
+        mine = self._versions_of(name)
+        for v in mine:
+            if v.version == version:
+                return v
+        raise UnknownModelVersionError(name, version, [v.version for v in mine])
+
+    def names(self) -> list[str]:
+        """The registered model names, sorted."""
+        return sorted({v.name for v, _ in self._rows(VERSIONS_TABLE)})
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version of ``name`` (of every model when None), by name then version.
+
+        Raises:
+            UnknownModelError: ``name`` is given and not registered.
+        """
+        if name is not None:
+            return self._versions_of(name)
+        return sorted((v for v, _ in self._rows(VERSIONS_TABLE)),
+                      key=lambda v: (v.name, v.version))
+
+    # -- aliases -------------------------------------------------------------------------------
+    def alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """The alias events of ``name`` (of one alias), oldest first."""
+        events = [e for e in self._rows(ALIASES_TABLE)
+                  if e.name == name and (alias is None or e.alias == alias)]
+        return sorted(events, key=lambda e: (e.alias, e.seq))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias -> the version holding it now.
+
+        Raises:
+            UnknownModelError: no such model.
+        """
+        self._versions_of(name)
+        by_alias: dict[str, list[AliasEvent]] = {}
+        for e in self.alias_events(name):
+            by_alias.setdefault(e.alias, []).append(e)
+        return {a: holders(evs)[-1] for a, evs in sorted(by_alias.items())}
+
+    def resolve(self, name: str, alias: str = CHAMPION) -> ModelVersion:
+        """The version holding ``alias``.
+
+        Raises:
+            UnknownModelError: no such model.
+            UnknownAliasError: the model has never had that alias.
+        """
+        current = self.aliases(name)
+        if alias not in current:
+            raise UnknownAliasError(name, alias, current)
+        return self.get(name, current[alias])
+
+    def promote(self, name: str, version: int, alias: str = CHAMPION, *, reason: str = "") -> None:
+        """Point ``alias`` at ``version``, in one commit; nothing happens if it already does.
+
+        Raises:
+            InvalidNameError: ``alias`` cannot be used.
+            UnknownModelError / UnknownModelVersionError: no such model or version.
+            RegistryCommitError: the event could not be committed (the alias is unchanged).
+        """
+        check_name("alias", alias)
+        self.get(name, version)
+        self._move_alias(name, alias, "promote", reason, lambda stack: version)
+
+    def rollback(self, name: str, alias: str = CHAMPION) -> ModelVersion:
+        """Point ``alias`` back at the version that held it before the current holder (as the
+        events record it), and record that as a new event. Rolling back again goes further
+        back.
+
+        Raises:
+            UnknownModelError: no such model.
+            UnknownAliasError: the model has never had that alias.
+            NoPreviousVersionError: the alias has had no earlier holder.
+            RegistryCommitError: the event could not be committed (the alias is unchanged).
+        """
+        self._versions_of(name)
+
+        def target(stack: list[int]) -> int:
+            if not stack:
+                raise UnknownAliasError(name, alias, self.aliases(name))
+            if len(stack) < 2:
+                raise NoPreviousVersionError(name, alias, stack[-1])
+            return stack[-2]
+
+        version = self._move_alias(name, alias, "rollback", "rollback", target)
+        return self.get(name, version)
+
+    def _move_alias(self, name: str, alias: str, event: str, reason: str,
+                    target: Callable[[list[int]], int]) -> int:
+        row_id = uuid.uuid4().hex
+        chosen: list[int] = []
+
+        def make_rows(rows: list[AliasEvent]) -> list[dict[str, Any]] | None:
+            events = sorted((e for e in rows if e.name == name and e.alias == alias),
+                            key=lambda e: e.seq)
+            mine = [e for e in events if e.row_id == row_id]
+            if mine:
+                chosen.append(mine[0].version)
+                return None
+            stack = holders(events)
+            version = target(stack)
+            chosen.clear()
+            chosen.append(version)
+            previous = stack[-1] if stack else None
+            if event == "promote" and previous == version:
+                return None
+            return [{"name": name, "alias": alias, "seq": (events[-1].seq if events else 0) + 1,
+                     "event": event, "version": version, "previous_version": previous,
+                     "reason": reason, "at": datetime.now(UTC), "row_id": row_id}]
+
+        self._commit(ALIASES_TABLE, event, make_rows)
+        return chosen[-1]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _checkpoints_of(self, name: str, version: int) -> list[tuple[Checkpoint, str]]:
+        rows = self._rows(CHECKPOINTS_TABLE)
+        return sorted((r for r in rows if r[0].name == name and r[0].version == version),
+                      key=lambda r: r[0].seq)
+
+    def save_checkpoint(self, name: str, version: int, model: ServableModel, *,
+                        offsets: Mapping[str, Mapping[int, int]], examples: int,
+                        state: Mapping[str, Any]) -> Checkpoint:
+        """Save what ``model`` (a version of ``name`` that learns) has learned so far.
+
+        Args:
+            name: Model name.
+            version: The version the model is.
+            model: The model, with its learned state.
+            offsets: Topic -> partition -> next offset to consume: where learning resumes.
+            examples: Examples this version has learned.
+            state: JSON-able learner state.
+
+        Raises:
+            UnknownModelError / UnknownModelVersionError: no such model or version.
+            ModelKindMismatchError: the model is not of the version's kind.
+            RegistryDataError: offsets or state are not what they should be.
+            ArtifactError / RegistryCommitError: nothing was saved.
+        """
+        registered = self.get(name, version)
+        if model.kind != registered.kind:
+            raise ModelKindMismatchError(name, version, registered.kind, model.kind)
+        subject = f"checkpoint of {name!r} version {version}"
+        clean_offsets = _offsets(subject, offsets)
+        offsets_json = _json(f"offsets of the {subject}", clean_offsets)
+        state_json = _json(f"state of the {subject}", dict(state))
+        data = model.to_bytes()
+        row_id = uuid.uuid4().hex
+        written: dict[int, str] = {}
+        outcome: list[Checkpoint] = []
+
+        def make_rows(rows: list[tuple[Checkpoint, str]]) -> list[dict[str, Any]] | None:
+            mine = [cp for cp, rid in rows if rid == row_id]
+            if mine:
+                outcome.append(mine[0])
+                return None
+            seq = max((cp.seq for cp, _ in rows if cp.name == name and cp.version == version),
+                      default=0) + 1
+            if seq not in written:
+                for stale in written.values():
+                    self._delete_artifact(stale)
+                written.clear()
+                uri = self._artifact_uri(name, version, model.kind, checkpoint=seq)
+                self._write_artifact(uri, data)
+                written[seq] = uri
+            return [{"name": name, "version": version, "seq": seq, "artifact_uri": written[seq],
+                     "offsets": offsets_json, "examples": int(examples), "state": state_json,
+                     "created_at": datetime.now(UTC), "row_id": row_id}]
+
+        try:
+            self._commit(CHECKPOINTS_TABLE, "checkpoint", make_rows)
+        except RegistryError:
+            for uri in written.values():
+                self._delete_artifact(uri)
+            raise
+        if outcome:
+            return outcome[0]
+        for cp, rid in self._checkpoints_of(name, version):
+            if rid == row_id:
+                return cp
+        raise RegistryError(f"the saved {subject}", "is missing from the table")
+
+    def latest_checkpoint(self, name: str, version: int) -> Checkpoint | None:
+        """The newest checkpoint of a version, or None.
+
+        Raises:
+            UnknownModelError / UnknownModelVersionError: no such model or version.
+        """
+        self.get(name, version)
+        mine = self._checkpoints_of(name, version)
+        return mine[-1][0] if mine else None
+
+    def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
+        """Every checkpoint of a version, oldest first."""
+        self.get(name, version)
+        return [cp for cp, _ in self._checkpoints_of(name, version)]
+
+    def load_checkpoint(self, checkpoint: Checkpoint) -> ServableModel:
+        """The model as it was at ``checkpoint``.
+
+        Raises:
+            ArtifactError: the artifact cannot be read.
+            ModelLoadError: it is not a model of the version's kind.
+        """
+        registered = self.get(checkpoint.name, checkpoint.version)
+        return self._load(registered, checkpoint.artifact_uri)
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load(self, registered: ModelVersion, uri: str) -> ServableModel:
+        meta = dict(registered.model_meta)
+        meta.setdefault("task", registered.task)
+        meta.setdefault("feature_names", list(registered.feature_names))
+        meta["name"] = f"{registered.name}@v{registered.version}"
+        return load_model(registered.kind, self.read_artifact(uri), meta)
+
+    def load(self, name: str, version: int | None = None, alias: str = CHAMPION
+             ) -> tuple[ModelVersion, ServableModel]:
+        """A version (``version``, else the holder of ``alias``) and its model, as of its
+        latest checkpoint when it has one. The model is named ``<name>@v<version>``.
+
+        Raises:
+            UnknownModelError / UnknownModelVersionError / UnknownAliasError: nothing to load.
+            ArtifactError: the artifact cannot be read.
+            ModelLoadError: it is not a model of the registered kind.
+        """
+        registered = self.get(name, version) if version is not None else self.resolve(name, alias)
+        latest = self._checkpoints_of(registered.name, registered.version)
+        uri = latest[-1][0].artifact_uri if latest else registered.artifact_uri
+        return registered, self._load(registered, uri)
+
+    def revision(self, name: str) -> str:
+        """A token that changes whenever the aliases or checkpoints of ``name`` change.
+
+        Cheap: it re-reads the two tables' metadata and scans them only when one has a new
+        snapshot. A name never registered gets a token too (serving may poll before the first
+        registration).
+        """
+        with self._lock:
+            aliases = self._table(ALIASES_TABLE)
+            checkpoints = self._table(CHECKPOINTS_TABLE)
+            a_snap, c_snap = aliases.current_snapshot(), checkpoints.current_snapshot()
+            key = (a_snap.snapshot_id if a_snap is not None else None,
+                   c_snap.snapshot_id if c_snap is not None else None)
+            cached = self._revisions.get(name)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            events = [(e.alias, e.seq) for e in self._rows(ALIASES_TABLE, aliases)
+                      if e.name == name]
+            cps = [(cp.version, cp.seq) for cp, _ in self._rows(CHECKPOINTS_TABLE, checkpoints)
+                   if cp.name == name]
+            digest = hashlib.sha256(_json("revision", [sorted(events), sorted(cps)]).encode())
+            token = digest.hexdigest()[:16]
+            self._revisions[name] = (key, token)
+            return token
+
+    def close(self) -> None:
+        """Close the catalog if the registry opened it."""
+        with self._lock:
+            if self._catalog is not None and self._catalog is not self._catalog_source:
+                close = getattr(self._catalog, "close", None)
+                if callable(close):
+                    close()
+            self._catalog = None
+            self._tables.clear()
+
+
+__all__ = ["ALIASES_TABLE", "CHAMPION", "CHECKPOINTS_TABLE", "VERSIONS_TABLE", "AliasEvent",
+           "Checkpoint", "ModelRegistry", "ModelVersion", "check_name", "holders"]
