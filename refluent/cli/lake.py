@@ -134,6 +134,29 @@ def maintain(
         raise typer.Exit(1)
 
 
+@lake_app.command("reset-offsets")
+def reset_offsets(
+    table: Annotated[str, typer.Argument(help="The table whose sink offsets to forget.")],
+    topic: Annotated[list[str] | None, typer.Option(
+        help="Forget only this topic's offsets (repeatable; default every topic).")] = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Make the table's sink read its topics from the beginning (after a topic was recreated).
+
+    Rows already in the table stay. Run it only when the topic really is new: records that
+    are still on an old topic would be written again.
+    """
+    from refluent.sinks.iceberg import load_table
+    from refluent.sinks.iceberg import reset_offsets as run_reset
+
+    catalog, ns = _open(namespace)
+    dropped = run_reset(load_table(catalog, table, ns), topic or None)
+    if not dropped:
+        console.print(f"{table}: no offsets to forget")
+        return
+    console.print(f"[green]✓[/] {table}: forgot {_offsets_text(dropped)}")
+
+
 @lake_app.command("compact-cdc")
 def compact_cdc(
     table: Annotated[str, typer.Argument(help="The CDC changelog table.")],

@@ -12,3 +12,17 @@ class SinkError(RefluentError):
         self.sink = sink
         self.detail = detail
         super().__init__(f"sink {sink}: {detail}")
+
+
+class SinkOffsetsAheadError(SinkError):
+    """A sink keeps offsets past the end of its topic: the topic was deleted and created again
+    (or truncated), and resuming would silently skip the new records up to the old offsets."""
+
+    def __init__(self, sink: str, ahead: list[tuple[str, int, int, int]]) -> None:
+        self.ahead = ahead
+        shown = ", ".join(f"{t}[{p}] stored {o} > end {e}" for t, p, o, e in ahead[:5])
+        more = f" and {len(ahead) - 5} more" if len(ahead) > 5 else ""
+        super().__init__(sink, f"offsets past the end of the topic: {shown}{more}. The topic "
+                         "was recreated or truncated; to read it from its beginning run "
+                         f"`refluent lake reset-offsets {sink.rsplit('.', 1)[-1]}` (rows "
+                         "already in the table stay)")

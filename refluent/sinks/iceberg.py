@@ -431,6 +431,30 @@ def read_offsets(table: Table) -> dict[tuple[str, int], int]:
         raise LakeOffsetsError(_name(table), snapshot_id, str(exc)) from exc
 
 
+def reset_offsets(table: Table, topics: Sequence[str] | None = None
+                  ) -> dict[tuple[str, int], int]:
+    """Forget the offsets ``table`` keeps for ``topics`` (every topic when None), so its sink
+    reads them from their beginning; rows already in the table stay.
+
+    For a topic that was deleted and created again: its old offsets would make the sink skip
+    the new records. One empty commit records the remaining offsets.
+
+    Returns:
+        The offsets forgotten (empty when there were none, and then nothing is committed).
+    """
+    before = read_offsets(table)
+    dropped = {tp: o for tp, o in before.items() if topics is None or tp[0] in topics}
+    if not dropped:
+        return {}
+    kept = {tp: o for tp, o in before.items() if tp not in dropped}
+    tx = transaction(table)
+    tx.append(arrow_table(tx.table_metadata.schema(), {}, 0),
+              snapshot_properties={OFFSETS_KEY: encode_offsets(kept),
+                                   OPERATION_KEY: "reset-offsets"})
+    tx.commit_transaction()
+    return dropped
+
+
 def _name(table: Table) -> str:
     return ".".join(table.name())
 

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from refluent.config import Settings
 from refluent.sinks.base import BatchingSink, Sink, SinkRecord
-from refluent.streams.kafka import ConsumerLoop, LoopStats, Producer, StopSignal
+from refluent.sinks.errors import SinkOffsetsAheadError
+from refluent.streams.kafka import ConsumerLoop, LoopStats, Producer, StopSignal, exact_ends
 from refluent.streams.processing import DecodingHandler
 from refluent.streams.topics import TopicCatalog
 
@@ -81,6 +82,34 @@ class SinkPipeline:
                 out[key] = min(out.get(key, offset), offset)
         return out
 
+    def check_offsets(self) -> None:
+        """Fail when a sink's stored offsets are past the end of their partition.
+
+        That happens when a topic was deleted and created again (the embedded broker keeps
+        topics in memory, so a restart does it): resuming would skip every new record below
+        the old offsets, silently.
+
+        Raises:
+            SinkOffsetsAheadError: names the sink, partitions, stored offsets and ends.
+        """
+        stored: dict[str, dict[tuple[str, int], int]] = {}
+        for sink in self.sinks:
+            read = getattr(sink, "committed_offsets", None)
+            if read is None:
+                continue
+            mine = {tp: o for tp, o in read().items() if sink in self.routes.get(tp[0], ())}
+            if mine:
+                stored[getattr(sink, "identifier", type(sink).__name__)] = mine
+        if not stored:
+            return
+        ends = exact_ends(self.settings.kafka, self.bootstrap_servers,
+                          {tp for offsets in stored.values() for tp in offsets})
+        for name, offsets in stored.items():
+            ahead = [(t, p, o, ends[(t, p)]) for (t, p), o in sorted(offsets.items())
+                     if o > ends.get((t, p), o)]
+            if ahead:
+                raise SinkOffsetsAheadError(name, ahead)
+
     def commit_ready(self) -> bool:
         """True when no sink holds unflushed records."""
         return all(not isinstance(s, BatchingSink) or s.pending == 0 for s in self.sinks)
@@ -127,6 +156,7 @@ class SinkPipeline:
         ``until_caught_up``), flush, commit and close."""
         for sink in self.sinks:
             sink.setup()
+        self.check_offsets()
         dlq = Producer(self.settings.kafka, self.bootstrap_servers,
                        **{"message.max.bytes": self.settings.kafka.dlq_max_record_bytes + 65536})
         handler = DecodingHandler(self.catalog, self.settings.kafka, dlq, self._on_events,

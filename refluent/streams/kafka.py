@@ -559,6 +559,39 @@ def fetched_high_watermarks(
         consumer.close()
 
 
+def exact_ends(settings: KafkaSettings, bootstrap_servers: str,
+               partitions: Iterable[tuple[str, int]], timeout_s: float = 5.0
+               ) -> dict[tuple[str, int], int]:
+    """The end (next offset to be written) of each partition, exact on every broker.
+
+    ListOffsets first; then one fetch of the last batch, whose response carries the true high
+    watermark (the embedded broker's ListOffsets stops at the first record of that batch).
+    A partition that does not exist counts as empty.
+    """
+    ck = _ck()
+    wanted = sorted(set(partitions))
+    conf = settings.client_config(bootstrap_servers)
+    conf.update({"group.id": "refluent-watermarks", "enable.auto.commit": False})
+    consumer = ck.Consumer(conf)
+    listed: dict[tuple[str, int], int] = {}
+    try:
+        for tp in wanted:
+            try:
+                listed[tp] = consumer.get_watermark_offsets(ck.TopicPartition(*tp),
+                                                            timeout=timeout_s)[1]
+            except ck.KafkaException as exc:
+                if exc.args[0].code() != ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                listed[tp] = 0
+    finally:
+        consumer.close()
+    starts: dict[tuple[str, int], int | None] = {tp: end - 1 for tp, end in listed.items()
+                                                 if end > 0}
+    marks = fetched_high_watermarks(settings, bootstrap_servers, starts, timeout_s) \
+        if starts else {}
+    return {tp: max(end, marks.get(tp, (0, 0))[1]) for tp, end in listed.items()}
+
+
 def partition_offsets(
     settings: KafkaSettings, bootstrap_servers: str, topic: str, group_id: str | None = None
 ) -> list[dict[str, int | None]]:

@@ -5,6 +5,7 @@ the online pipeline leaves Redis holding what the in-memory runner computes."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -345,3 +346,36 @@ def test_online__redis_ends_with_what_the_in_memory_runner_computes(lake: Lake) 
     finally:
         reader.close()
     assert any(u.deleted for u in runner.online[f"cust_{sfx}"].values())
+
+
+def test_lake__a_recreated_topic_stops_the_sink_until_its_offsets_are_reset(
+        lake: Lake) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from refluent.sinks.errors import SinkOffsetsAheadError
+    from refluent.sinks.iceberg import reset_offsets
+
+    spec = unique_topic(lake.settings, "logs.app", partitions=1)
+    produce(lake.settings, spec.name, logs(30))
+    assert run_lake(lake, [spec.name], 30).written == 30
+
+    # The topic goes away and comes back empty (what a restart of the embedded broker does).
+    admin = AdminClient(lake.settings.kafka.client_config(lake.bootstrap))
+    admin.delete_topics([spec.name])[spec.name].result(10)
+    for _ in range(50):
+        if spec.name not in admin.list_topics(timeout=5).topics:
+            break
+        time.sleep(0.1)
+    TopicAdmin(lake.settings.kafka, lake.bootstrap).ensure([spec])
+    produce(lake.settings, spec.name, logs(5, start=100))
+
+    with pytest.raises(SinkOffsetsAheadError) as caught:
+        run_lake(lake, [spec.name], 5)
+    assert caught.value.ahead == [(spec.name, 0, 30, 5)]
+    assert "reset-offsets" in str(caught.value)
+
+    table = load_table(open_catalog(lake.settings), lake_table_for(spec.name), lake.namespace)
+    assert reset_offsets(table, [spec.name]) == {(spec.name, 0): 30}
+    assert run_lake(lake, [spec.name], 5).written == 5
+    messages = sorted(r["message"] for r in lake.rows(spec.name, "message"))
+    assert messages == sorted([f"m{i}" for i in range(30)] + [f"m{i}" for i in range(100, 105)])
