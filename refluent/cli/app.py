@@ -47,6 +47,7 @@ app.add_typer(topics_app, name="topics")
 
 def _register_subcommands() -> None:
     from refluent.cli.features import features_app, process, sink_app
+    from refluent.cli.feedback import feedback
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
 
@@ -55,6 +56,7 @@ def _register_subcommands() -> None:
     app.add_typer(lake_app, name="lake")
     app.add_typer(models_app, name="models")
     app.command()(process)
+    app.command()(feedback)
 
 
 class _State:

@@ -1,0 +1,321 @@
+"""Types of the feedback join: where an event came from, what waits in the join's state, what
+a join yields, and the state interface the join logic runs against.
+
+The join logic (:mod:`refluent.feedback.join`) is a pure function of the events it is given and
+of a :class:`JoinState`; :class:`MemoryJoinState` holds that state in dictionaries (tests, the
+property checks, benchmarks without Redis) and :class:`~refluent.feedback.join.RedisJoinStore`
+keeps it in Redis.
+
+Replay: every stored record carries the :class:`SourceRef` of the event that wrote it, so after
+a restart from a checkpoint the join can tell what an event it is replaying already wrote (see
+:class:`~refluent.feedback.join.FeedbackJoin`). Records are never deleted when they are joined:
+a replay needs them; they are marked instead and expire with ``feedback.pending_ttl_s``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from refluent.feedback.errors import FeedbackRejected
+    from refluent.serving.base import Scored
+    from refluent.streams.contracts import Feedback, LabeledExample, Prediction
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+LabelValue = float | int | bool | str
+"""A label as :class:`~refluent.streams.contracts.Feedback` carries it."""
+
+
+def to_us(ts: datetime) -> int:
+    """Microseconds since the epoch of the aware timestamp ``ts`` (exact).
+
+    Examples:
+        >>> to_us(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC))
+        1000005
+    """
+    return (ts - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    """Inverse of :func:`to_us`.
+
+    Examples:
+        >>> from_us(1000005).isoformat()
+        '1970-01-01T00:00:01.000005+00:00'
+    """
+    return EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SourceRef:
+    """Where an event was read: topic, partition and offset.
+
+    Examples:
+        >>> ref = SourceRef("feedback", 2, 17)
+        >>> ref.text(), SourceRef.parse(ref.text()) == ref
+        ('feedback:2:17', True)
+    """
+
+    topic: str
+    partition: int
+    offset: int
+
+    def text(self) -> str:
+        """``topic:partition:offset`` (Kafka topic names cannot contain ``:``)."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> SourceRef:
+        """Inverse of :meth:`text`.
+
+        Raises:
+            ValueError: not ``topic:partition:offset``.
+        """
+        if isinstance(text, bytes):
+            text = text.decode()
+        topic, partition, offset = text.rsplit(":", 2)
+        return cls(topic, int(partition), int(offset))
+
+
+@dataclass(slots=True)
+class PendingPrediction:
+    """A prediction waiting for its label.
+
+    Attributes:
+        prediction: The event as consumed.
+        source: Where it was read.
+        raw: Its bytes as consumed (what the store keeps).
+        joined_by: The label that joined it, once joined.
+        answers: Model version -> what the online learner's model answered for this question
+            (kept for progressive validation once the label arrives).
+        ts_us: Prediction time, microseconds since the epoch.
+    """
+
+    prediction: Prediction
+    source: SourceRef
+    raw: bytes
+    joined_by: SourceRef | None = None
+    answers: dict[str, Scored] = field(default_factory=dict)
+    ts_us: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ts_us = to_us(self.prediction.ts)
+
+    @property
+    def prediction_id(self) -> str:
+        """The prediction's id."""
+        return self.prediction.prediction_id
+
+
+WaitingStatus = Literal["waiting", "joined", "rejected", "expired"]
+
+
+@dataclass(slots=True)
+class WaitingLabel:
+    """A label whose prediction was not known when it was processed.
+
+    Attributes:
+        feedback: The event as consumed.
+        source: Where it was read; also its key in the store.
+        raw: Its bytes as consumed (dead-lettered whole if it expires).
+        key: Its record key.
+        deadline_us: Event time after which it is dead-lettered as ``unknown_prediction``.
+        status: ``waiting``, then ``joined``, ``rejected`` (joined a prediction it did not fit)
+            or ``expired``.
+        changed_by: The prediction event that joined or rejected it.
+    """
+
+    feedback: Feedback
+    source: SourceRef
+    raw: bytes | None
+    key: bytes | None
+    deadline_us: int
+    status: WaitingStatus = "waiting"
+    changed_by: SourceRef | None = None
+
+    @property
+    def event_us(self) -> int:
+        """The label's event time, microseconds since the epoch."""
+        return to_us(self.feedback.event_time)
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A label joined to its prediction.
+
+    Attributes:
+        example: The labelled example (the label coerced to the model's task).
+        pending: The prediction it joined (with the learners' answers).
+        label_source: Where the label was read.
+        trigger: The event whose processing made the join: the label itself, or the
+            prediction a waiting label was waiting for.
+    """
+
+    example: LabeledExample
+    pending: PendingPrediction
+    label_source: SourceRef
+    trigger: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A label the join gives up on, to dead-letter with ``error.reason``.
+
+    Attributes:
+        error: Why (its ``reason`` is the dead-letter reason).
+        source: Where the label was read.
+        raw: Its bytes as consumed.
+        key: Its record key.
+        trigger: The event whose processing rejected it (None: the join's clock expired it).
+    """
+
+    error: FeedbackRejected
+    source: SourceRef
+    raw: bytes | None
+    key: bytes | None
+    trigger: SourceRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinOutcome:
+    """What processing one event yielded.
+
+    Attributes:
+        question: For a prediction: the pending record the learners answer (None when the
+            prediction repeats one already held, which is skipped and counted).
+        joined: Labels joined by this event.
+        rejected: Labels rejected by this event.
+        waiting: A label that now waits for its prediction.
+        repeated: A prediction id already held from another record.
+    """
+
+    question: PendingPrediction | None = None
+    joined: tuple[Joined, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    waiting: WaitingLabel | None = None
+    repeated: bool = False
+
+
+class JoinState(ABC):
+    """Where the join keeps pending predictions and waiting labels.
+
+    Implementations hold everything in memory (:class:`MemoryJoinState`) or front a store with
+    a per-batch cache (:class:`~refluent.feedback.join.RedisJoinBatch`). ``save_*`` calls are
+    upserts of the whole record: the join mutates the records it was given and saves them.
+    """
+
+    @abstractmethod
+    def prediction(self, prediction_id: str) -> PendingPrediction | None:
+        """The pending prediction ``prediction_id``, or None."""
+
+    @abstractmethod
+    def save_prediction(self, pending: PendingPrediction, *, new: bool) -> None:
+        """Store ``pending``; ``new`` also indexes it under its entity."""
+
+    def mark_joined(self, pending: PendingPrediction) -> None:
+        """Store that ``pending`` was joined (its ``joined_by`` changed, nothing else)."""
+        self.save_prediction(pending, new=False)
+
+    @abstractmethod
+    def entity_predictions(self, entity_id: str, at_or_before_us: int
+                           ) -> Iterator[PendingPrediction]:
+        """The entity's pending predictions made at or before the time, latest first."""
+
+    @abstractmethod
+    def waiting_for(self, prediction_id: str, entity_id: str) -> list[WaitingLabel]:
+        """Labels waiting for ``prediction_id`` or for a prediction of ``entity_id``."""
+
+    @abstractmethod
+    def save_waiting(self, label: WaitingLabel, *, new: bool) -> None:
+        """Store ``label``; ``new`` also indexes it under its target and deadline."""
+
+    @abstractmethod
+    def due_waiting(self, clock_us: int,
+                    partitions: Collection[tuple[str, int]] | None = None) -> list[WaitingLabel]:
+        """Labels still waiting whose deadline is before ``clock_us`` (of the given feedback
+        partitions; all when None), in deadline order."""
+
+
+class MemoryJoinState(JoinState):
+    """:class:`JoinState` in dictionaries, without expiry.
+
+    Examples:
+        >>> state = MemoryJoinState()
+        >>> state.prediction("p1") is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self.predictions: dict[str, PendingPrediction] = {}
+        self.by_entity: dict[str, dict[str, int]] = {}
+        self.labels: dict[SourceRef, WaitingLabel] = {}
+        self.by_target: dict[str, set[SourceRef]] = {}
+
+    def prediction(self, prediction_id: str) -> PendingPrediction | None:
+        """See :meth:`JoinState.prediction`."""
+        return self.predictions.get(prediction_id)
+
+    def save_prediction(self, pending: PendingPrediction, *, new: bool) -> None:
+        """See :meth:`JoinState.save_prediction`."""
+        self.predictions[pending.prediction_id] = pending
+        if new:
+            entity = pending.prediction.entity_id
+            self.by_entity.setdefault(entity, {})[pending.prediction_id] = pending.ts_us
+
+    def entity_predictions(self, entity_id: str, at_or_before_us: int
+                           ) -> Iterator[PendingPrediction]:
+        """See :meth:`JoinState.entity_predictions`."""
+        index = self.by_entity.get(entity_id, {})
+        ranked = sorted(((ts, pid) for pid, ts in index.items() if ts <= at_or_before_us),
+                        reverse=True)
+        for _, pid in ranked:
+            found = self.predictions.get(pid)
+            if found is not None:
+                yield found
+
+    def waiting_for(self, prediction_id: str, entity_id: str) -> list[WaitingLabel]:
+        """See :meth:`JoinState.waiting_for`."""
+        refs = self.by_target.get(_pid_target(prediction_id), set()) | self.by_target.get(
+            _entity_target(entity_id), set())
+        return [self.labels[r] for r in refs if r in self.labels]
+
+    def save_waiting(self, label: WaitingLabel, *, new: bool) -> None:
+        """See :meth:`JoinState.save_waiting`."""
+        self.labels[label.source] = label
+        if new:
+            self.by_target.setdefault(label_target(label.feedback), set()).add(label.source)
+
+    def due_waiting(self, clock_us: int,
+                    partitions: Collection[tuple[str, int]] | None = None) -> list[WaitingLabel]:
+        """See :meth:`JoinState.due_waiting`."""
+        out = [w for w in self.labels.values()
+               if w.status == "waiting" and w.deadline_us < clock_us
+               and (partitions is None or (w.source.topic, w.source.partition) in partitions)]
+        return sorted(out, key=lambda w: (w.deadline_us, w.source))
+
+
+def _pid_target(prediction_id: str) -> str:
+    return "p:" + prediction_id
+
+
+def _entity_target(entity_id: str) -> str:
+    return "e:" + entity_id
+
+
+def label_target(feedback: Feedback) -> str:
+    """What a label waits for: ``p:<prediction id>`` or ``e:<entity id>``.
+
+    Examples:
+        >>> from refluent.streams.contracts import Feedback
+        >>> label_target(Feedback(entity_id="u1", label=1, event_time=EPOCH))
+        'e:u1'
+    """
+    if feedback.prediction_id is not None:
+        return _pid_target(feedback.prediction_id)
+    return _entity_target(feedback.entity_id or "")
