@@ -159,6 +159,8 @@ class ServingSettings(_Component):
     """How often the service checks the registry for a new champion or checkpoint."""
     group: str = "refluent-serving"
     """Consumer group of the Kafka request consumer."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the service's Prometheus endpoint; 0 turns it off."""
 
 
 class RegistrySettings(_Component):

@@ -50,6 +50,7 @@ def _register_subcommands() -> None:
     from refluent.cli.feedback import feedback
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
+    from refluent.cli.serve import serve
 
     app.add_typer(features_app, name="features")
     app.add_typer(sink_app, name="sink")
@@ -57,6 +58,7 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.command()(process)
     app.command()(feedback)
+    app.command()(serve)
 
 
 class _State:

@@ -946,6 +946,32 @@ def encode_position(position: Sequence[Any] | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class PredictionsTable(RawEventsTable):
+    """Predictions with the features exactly as served, for training sets (feature logging).
+
+    The raw-event columns, plus each feature the model saw as ``feature__<name>``, each view's
+    age at serving time as ``age_ms__<view>`` and each class probability as ``proba__<class>``.
+    ``label`` is text, since classes may be strings, integers or booleans.
+    """
+
+    kind: ClassVar[str] = "predictions"
+
+    def to_row(self, record: SinkRecord[Any], ingest_time: datetime) -> dict[str, Any] | None:
+        """The raw-event row with the served features as columns."""
+        row = super().to_row(record, ingest_time)
+        value = record.value
+        if row is None or value is None or not hasattr(value, "features"):
+            return row
+        row["label"] = None if value.label is None else as_text(value.label)
+        for prefix, values in (("feature__", value.features),
+                               ("age_ms__", value.feature_ages_ms),
+                               ("proba__", value.probabilities or {})):
+            _flatten_into(row, {prefix + str(k): v for k, v in values.items()}, self.reserved,
+                          scalars_only=True)
+        return row
+
+
+@dataclass(frozen=True)
 class CdcChangelogTable(TableMapping):
     """Debezium changes as an append-only changelog: one row per change with ``op``, the entity
     ``key`` (primary-key values joined by ``|``), ``before_key`` (when the before-row's key is

@@ -244,6 +244,8 @@ def lake_routes(settings: Settings, topics: Sequence[str],
             mapping = iceberg.CdcChangelogTable(primary_key=tuple(pk))
         elif kind == "features":
             mapping = iceberg.FeatureHistoryTable()
+        elif topic == "predictions":
+            mapping = iceberg.PredictionsTable()
         else:
             mapping = iceberg.RawEventsTable()
         routes[topic] = [iceberg.IcebergSink(catalog, mapping, lake_table_for(topic),

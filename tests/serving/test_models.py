@@ -271,6 +271,9 @@ def test_river__predict_many_uses_one_mini_batch_call_when_every_step_can(
     monkeypatch.setattr(model.estimator, "predict_proba_many", spy)
     rows = _rows()
     model.predict_many(rows)
+    assert calls == []  # a small batch: row by row is faster than a DataFrame
+    monkeypatch.setattr("refluent.serving.river.MINI_BATCH_ROWS", 2)
+    model.predict_many(rows)
     assert calls == [len(rows)]
     # Rows with different features cannot share a frame: scored one by one.
     undeclared = RiverModel(model.estimator)
