@@ -5,9 +5,12 @@
 3. produce sample Debezium changes (customers, orders; a few bad lines) and app logs;
 4. read the changes and the dead letters back;
 5. run the example feature views on the Faust engine;
-6. land everything in the lake and the features in the online store;
-7. show online features and query the lake;
-8. stop everything.
+6. land everything in the lake and the features in the online store; show online features
+   and query the lake;
+7. serve a River model over Kafka and HTTP (:mod:`refluent.cli.demo_loop`);
+8. produce delayed labels: the feedback service joins them and the model learns;
+9. land predictions and examples in the lake;
+10. stop everything.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ empty topics, so tables kept from an earlier run would hold offsets past their e
 ENGINE_TIMEOUT_S = 240
 
 
-def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[str, int]:
+def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[str, Any]:
     """Run the demo; returns the counts it showed, so tests can check them."""
     settings = settings.model_copy(
         update={"lake": settings.lake.model_copy(update={"namespace": NAMESPACE})})
@@ -49,14 +52,17 @@ def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[s
     services.up(settings, on_step=lambda name, msg: console.print(f"[green]✓[/] {name}: {msg}"))
     try:
         _empty_namespace(settings)
-        counts = _produce_and_read_back(settings, console)
+        from refluent.cli.demo_loop import serve_and_learn
+
+        counts: dict[str, Any] = _produce_and_read_back(settings, console)
         counts.update(_features(settings, console))
+        counts.update(serve_and_learn(settings, console))
         return counts
     finally:
         if keep:
             console.print("services left running; stop them with `refluent down`")
         else:
-            console.rule("[bold]8. stop the services")
+            console.rule("[bold]10. stop the services")
             for name, pid, ok in services.down(settings):
                 console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name} (pid {pid}) stopped")
 
@@ -155,9 +161,9 @@ def _features(settings: Settings, console: Console) -> dict[str, int]:
                                   online_routes(settings, views)).run(until_caught_up=True)
         console.print(f"[green]✓[/] online store: {online.written} feature updates applied")
     finally:
-        _stop_engine(engine)
+        stop(engine)
 
-    console.rule("[bold]7. read online features and query the lake")
+    console.rule("[bold]6. read online features and query the lake")
     reader = OnlineFeatureReader.from_settings(settings)
     reader.setup()
     try:
@@ -186,20 +192,24 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def _engine_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REFLUENT_EMBEDDED__STATE_DIR"] = str(settings.embedded.state_dir.resolve())
-    env["REFLUENT_PROCESSING__VIEWS"] = VIEWS
-    return env
-
-
-def _start_engine(settings: Settings) -> subprocess.Popen[bytes]:
-    log = settings.embedded.state_dir.resolve() / "logs" / "engine.log"
+def spawn(settings: Settings, args: list[str], log_name: str,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``refluent <args>`` on the demo's services and views, logging to
+    ``<state_dir>/logs/<log_name>``."""
+    full_env = dict(os.environ)
+    full_env.update({"REFLUENT_EMBEDDED__STATE_DIR": str(settings.embedded.state_dir.resolve()),
+                     "REFLUENT_PROCESSING__VIEWS": VIEWS,
+                     "REFLUENT_LAKE__NAMESPACE": settings.lake.namespace, **(env or {})})
+    log = settings.embedded.state_dir.resolve() / "logs" / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "refluent.cli", "process"], env=_engine_env(settings),
-            stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "refluent.cli", *args], env=full_env, stdout=out,
+            stderr=subprocess.STDOUT)
+
+
+def _start_engine(settings: Settings) -> subprocess.Popen[bytes]:
+    return spawn(settings, ["process"], "engine.log")
 
 
 def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
@@ -221,14 +231,15 @@ def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
     raise RefluentError(f"the engine did not catch up within {ENGINE_TIMEOUT_S}s")
 
 
-def _stop_engine(engine: subprocess.Popen[bytes]) -> None:
-    if engine.poll() is None:
-        engine.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` (a command this demo started), then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            engine.wait(30)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            engine.kill()
-            engine.wait()
+            proc.kill()
+            proc.wait()
 
 
 def _show_lake(settings: Settings, console: Console) -> int:

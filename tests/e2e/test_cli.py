@@ -17,14 +17,14 @@ from refluent.streams.contracts import CONTRACTS
 EXAMPLE = Path(__file__).parents[2] / "refluent" / "examples" / "cdc_customers.jsonl"
 
 
-def _cli(tmp_path: Path, *args: str, check: bool = True, stdin: str | None = None
-         ) -> subprocess.CompletedProcess[str]:
+def _cli(tmp_path: Path, *args: str, check: bool = True, stdin: str | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
     env["REFLUENT_EMBEDDED__STATE_DIR"] = str(tmp_path / "state")
     env["REFLUENT_CONFIG"] = os.environ["REFLUENT_CONFIG"]
     env["COLUMNS"] = "200"
     proc = subprocess.run([sys.executable, "-m", "refluent.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=120, input=stdin, cwd=tmp_path)
+                          capture_output=True, timeout=timeout, input=stdin, cwd=tmp_path)
     if check and proc.returncode != 0:
         raise AssertionError(f"refluent {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
                              f"{proc.stderr}")
@@ -121,7 +121,13 @@ def test_up_produce_tail_describe_down__round_trips_a_debezium_file(tmp_path: Pa
 
 @pytest.mark.e2e
 def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
-    proc = _cli(tmp_path, "demo")
+    proc = _cli(tmp_path, "demo", timeout=400)
     assert "round trip complete: 17 lines in = 14 read back + 3 dead letters" in proc.stdout
     # The wrapped records' logical types were decoded (base64 Decimal -> 1250.75).
     assert "credit_limit=1250.75" in proc.stdout
+    # The loop: every request answered, every label joined and learned from.
+    assert "600 predictions on the predictions topic" in proc.stdout
+    assert "600 labels joined, 600 examples produced, 0 dead-lettered" in proc.stdout
+    assert "600 examples learned" in proc.stdout
+    assert "broker" in proc.stdout and "stopped" in proc.stdout
+    assert _cli(tmp_path, "status", check=False).returncode == 3
