@@ -308,7 +308,6 @@ class Scorer:
             return
         scored = _predict(model, [a.features for a in inputs], loaded)
         now = self.clock()
-        ts = datetime.fromtimestamp(now, tz=UTC)
         version = str(loaded.number)
         for i, assembled, answer in zip(rows, inputs, scored, strict=True):
             if isinstance(answer, RecordRejected):
@@ -320,6 +319,10 @@ class Scorer:
                 sent = req.ts.timestamp()
                 if sent <= now:
                     start = sent
+            # The prediction's event time is the question's: when the request was made (or
+            # received, when it does not say), never when a backlog let it be scored. Labels
+            # are timed against questions, and a replay then rebuilds the same prediction.
+            ts = datetime.fromtimestamp(start, tz=UTC)
             try:
                 outcomes[i] = Prediction(
                     prediction_id=prediction_id(loaded.name, req.request_id),

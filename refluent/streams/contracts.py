@@ -393,7 +393,8 @@ class Prediction(Event):
     stale: bool = False
     """True when a feature older than its view's limit was served."""
     ts: UtcDatetime = Field(default_factory=_utcnow)
-    """When the prediction was made."""
+    """Event time of the question: when the request was made (when it was received, if it
+    does not say); labels are timed against it. ``latency_ms`` says when it was answered."""
     latency_ms: float | None = Field(default=None, ge=0)
     """Request to prediction latency."""
 
