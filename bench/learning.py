@@ -24,6 +24,8 @@ row, its label ``--delay`` rows later, spread over three partitions of each topi
   decoding the JSON values with the contracts and the event-time merge.
 
 Checkpoints are left out (they are lake commits, every ``feedback.checkpoint_every`` examples).
+``--profile PATH`` adds one untimed run of the learning path under :mod:`cProfile` after the
+timed ones and writes its stats to ``PATH`` (read them with :mod:`pstats`).
 Rates are labelled examples learned per second, the best of ``--repeat`` interleaved runs; the
 prebuilt inputs are frozen out of the garbage collector's way before each timed loop.
 ``overhead`` divides River's rate by ours. The goal, ``learning_path`` at most 1.5x slower than
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import gc
 import itertools
 import json
@@ -162,7 +165,8 @@ def river_loop(data: list[tuple[dict[str, Any], Any]], delay: int, window: int
 
 
 def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch: int,
-         window: int, *, decode: bool, lake: Path, prefix: str) -> dict[str, Any]:
+         window: int, *, decode: bool, lake: Path, prefix: str,
+         profile: cProfile.Profile | None = None) -> dict[str, Any]:
     registry = ModelRegistry(lake_catalog(f"sqlite:///{lake / 'catalog.db'}", lake.as_uri()))
     name = MODEL
     registry.register(name, RiverModel(make_model()), alias="champion")
@@ -181,6 +185,8 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
     for member in learner.members.values():
         member.checkpoint_seen = 0  # no checkpoint during the timed run
     _freeze()
+    if profile is not None:
+        profile.enable()
     start = time.perf_counter()
     events = decode_and_merge(recs) if decode else pre
     assert events is not None
@@ -191,6 +197,8 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
         processor.commit(result)
         processor.after_batch()
     seconds = time.perf_counter() - start
+    if profile is not None:
+        profile.disable()
     champion = learner.champion
     assert champion is not None
     store.close()
@@ -224,6 +232,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per processed batch")
     parser.add_argument("--window", type=int, default=1000, help="rolling metrics window")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="write cProfile stats of one more, untimed, learning-path run")
     args = parser.parse_args()
     data = rows(args.rows)
     recs = records(data, args.delay, MODEL)
@@ -239,6 +249,13 @@ def main() -> int:
                 runs.setdefault(name, []).append(ours(
                     url, recs, args.rows, args.batch, args.window, decode=decode, lake=lake,
                     prefix=f"{name}{r}-{time.time_ns()}"))
+        if args.profile is not None:
+            profile = cProfile.Profile()
+            lake = Path(tmp) / "lake-profile"
+            lake.mkdir()
+            ours(url, recs, args.rows, args.batch, args.window, decode=False, lake=lake,
+                 prefix=f"profile-{time.time_ns()}", profile=profile)
+            profile.dump_stats(args.profile)
         baseline, same, learning, service = (
             max(runs[k], key=lambda x: x["examples_per_s"])
             for k in ("pvs", "same", "learning", "service"))

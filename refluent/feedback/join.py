@@ -47,6 +47,7 @@ import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,6 +56,7 @@ import orjson
 from pydantic import SecretStr
 
 from refluent.feedback.base import (
+    EPOCH,
     Joined,
     JoinOutcome,
     JoinState,
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
     from refluent.serving.base import Task
 
 _US_PER_S = 1_000_000
+_ONE_US = timedelta(microseconds=1)
 _BOOL_TEXT = {"true": True, "false": False}
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +192,40 @@ def _class_kind(classes: tuple[str, ...]) -> str:
 # the join
 # ---------------------------------------------------------------------------------------------
 
+_EXAMPLE = LabeledExample(prediction_id="", entity_id="", model_name="", model_version="",
+                          features={}, label=0, score=None, predicted_label=None,
+                          prediction_time=EPOCH, label_time=EPOCH)
+
+
+def labeled_example(prediction: Prediction, label: LabelValue, feedback: Feedback
+                    ) -> LabeledExample:
+    """The example that joins ``prediction`` to ``feedback``, with ``label`` (the feedback's
+    label as :func:`coerce_label` made it).
+
+    Every value comes from an event that was validated when it was decoded, or from
+    :func:`coerce_label`, so the example is copied from a template instead of validated again
+    (validation cost as much as the rest of a label's join); it equals the validated one. It
+    shares the prediction's ``features`` mapping: events are immutable.
+
+    Examples:
+        >>> from datetime import UTC, datetime
+        >>> p = Prediction(prediction_id="p1", request_id="r1", model_name="m",
+        ...                model_version="1", entity_id="u1", features={"x": 1.0},
+        ...                ts=datetime(2026, 1, 1, tzinfo=UTC))
+        >>> f = Feedback(prediction_id="p1", label=True, event_time=p.ts)
+        >>> labeled_example(p, True, f) == LabeledExample(
+        ...     prediction_id="p1", entity_id="u1", model_name="m", model_version="1",
+        ...     features={"x": 1.0}, label=True, score=None, predicted_label=None,
+        ...     prediction_time=p.ts, label_time=f.event_time)
+        True
+    """
+    return _EXAMPLE.model_copy(update={
+        "prediction_id": prediction.prediction_id, "entity_id": prediction.entity_id,
+        "model_name": prediction.model_name, "model_version": prediction.model_version,
+        "features": prediction.features, "label": label, "score": prediction.score,
+        "predicted_label": prediction.label, "prediction_time": prediction.ts,
+        "label_time": feedback.event_time})
+
 
 def _always(_: SourceRef) -> bool:
     return True
@@ -228,6 +265,7 @@ MemoryJoinState()
                  clock_us: int | None = None) -> None:
         self.early_label_wait_us = round(early_label_wait_s * _US_PER_S)
         self.max_label_delay = timedelta(seconds=max_label_delay_s)
+        self.max_label_delay_us = self.max_label_delay // _ONE_US
         self.max_label_delay_s = max_label_delay_s
         self.early_label_wait_s = early_label_wait_s
         self.task_of = task_of
@@ -252,30 +290,33 @@ MemoryJoinState()
         A prediction id already held from another record (a replayed request) is not taken
         again: the outcome says ``repeated``.
         """
-        self._advance(to_us(prediction.ts))
-        existing = state.prediction(prediction.prediction_id)
-        if (existing is not None and existing.source != source
-                and self.visible(existing.source)):
-            return JoinOutcome(repeated=True)
         pending = PendingPrediction(prediction, source, raw)
+        ts_us = pending.ts_us
+        if self.clock_us is None or ts_us > self.clock_us:
+            self.clock_us = ts_us
+        pid = prediction.prediction_id
+        existing = state.prediction(pid)
         if existing is not None:
+            if existing.source != source and self.visible(existing.source):
+                return JoinOutcome(repeated=True)
             # A replay of this very record: learners whose checkpoint already holds it keep
             # the answers they gave the first time.
             pending.answers = dict(existing.answers)
             if existing.joined_by is not None and self.visible(existing.joined_by):
                 pending.joined_by = existing.joined_by
         state.save_prediction(pending, new=True)
+        found = state.waiting_for(pid, prediction.entity_id)
+        if not found:
+            return JoinOutcome(question=pending)
         joined: list[Joined] = []
         rejected: list[Rejected] = []
-        waiting = sorted(state.waiting_for(prediction.prediction_id, prediction.entity_id),
-                         key=lambda w: (w.event_us, w.source))
-        for label in waiting:
+        for label in sorted(found, key=lambda w: (w.event_us, w.source)):
             if not self._may_join(label, pending, source):
                 continue
             if label.feedback.prediction_id is None and pending.joined_by is not None:
                 continue  # an entity's label may still meet another prediction of the entity
-            result = self._join(state, pending, label.feedback, label.source, label.raw,
-                                label.key, trigger=source)
+            result = self._join(state, pending, label.feedback, label.event_us, label.source,
+                                label.raw, label.key, trigger=source)
             label.status = "joined" if isinstance(result, Joined) else "rejected"
             label.changed_by = source
             state.save_waiting(label, new=False)
@@ -317,13 +358,14 @@ MemoryJoinState()
             label = WaitingLabel(feedback, source, raw, key, event_us + self.early_label_wait_us)
             state.save_waiting(label, new=True)
             return JoinOutcome(waiting=label)
-        result = self._join(state, pending, feedback, source, raw, key, trigger=source)
+        result = self._join(state, pending, feedback, event_us, source, raw, key,
+                            trigger=source)
         if isinstance(result, Joined):
             return JoinOutcome(joined=(result,))
         return JoinOutcome(rejected=(result,))
 
     def _join(self, state: JoinState, pending: PendingPrediction, feedback: Feedback,
-              label_source: SourceRef, raw: bytes | None, key: bytes | None,
+              event_us: int, label_source: SourceRef, raw: bytes | None, key: bytes | None,
               trigger: SourceRef) -> Joined | Rejected:
         prediction = pending.prediction
         first = pending.joined_by
@@ -331,7 +373,7 @@ MemoryJoinState()
         if first is not None and first != label_source and self.visible(first):
             error = DuplicateLabelError(prediction.prediction_id, prediction.model_name,
                                         first.text())
-        elif feedback.event_time - prediction.ts > self.max_label_delay:
+        elif event_us - pending.ts_us > self.max_label_delay_us:
             error = LabelTooLateError(prediction.prediction_id, prediction.model_name,
                                       prediction.ts, feedback.event_time, self.max_label_delay_s)
         else:
@@ -345,13 +387,8 @@ MemoryJoinState()
             return Rejected(error, label_source, raw, key, trigger)
         pending.joined_by = label_source
         state.mark_joined(pending)
-        example = LabeledExample(
-            prediction_id=prediction.prediction_id, entity_id=prediction.entity_id,
-            model_name=prediction.model_name, model_version=prediction.model_version,
-            features=prediction.features, label=label, score=prediction.score,
-            predicted_label=prediction.label, prediction_time=prediction.ts,
-            label_time=feedback.event_time)
-        return Joined(example, pending, label_source, trigger)
+        return Joined(labeled_example(prediction, label, feedback), pending, label_source,
+                      trigger)
 
     # -- expiry --------------------------------------------------------------------------------
     def expire(self, state: JoinState,
@@ -381,6 +418,7 @@ Kind = Literal["feedback", "prediction"]
 RANKS: dict[str, int] = {"feedback": 0, "prediction": 1}
 """Order of the kinds at equal event time: labels first (River's ``simulate_qa`` rule)."""
 _NEVER = -(1 << 62)
+_NO_REFS: frozenset[SourceRef] = frozenset()
 _NEW, _FULL, _MARK = 1, 2, 4
 
 
@@ -795,11 +833,17 @@ class RedisJoinStore:
 
     def remember(self, pending: PendingPrediction) -> None:
         """Keep ``pending`` in the cache (the most recent ``cache_size``)."""
+        self.remember_all((pending,))
+
+    def remember_all(self, pendings: Iterable[PendingPrediction]) -> None:
+        """Keep ``pendings`` in the cache, in order (the most recent ``cache_size``)."""
         if not self.cache_size:
             return
         cache = self.cache
-        cache[pending.prediction_id] = pending
-        cache.move_to_end(pending.prediction_id)
+        for pending in pendings:
+            pid = pending.prediction.prediction_id
+            cache[pid] = pending
+            cache.move_to_end(pid)
         while len(cache) > self.cache_size:
             cache.popitem(last=False)
 
@@ -876,7 +920,8 @@ class RedisJoinBatch(JoinState):
         self.base = store.base
         self._preds: dict[str, PendingPrediction | None] = {}
         self._labels: dict[SourceRef, WaitingLabel | None] = {}
-        self._targets: dict[str, set[SourceRef]] = {}
+        # A target known to have no waiting label maps to the shared empty _NO_REFS.
+        self._targets: dict[str, AbstractSet[SourceRef]] = {}
         self._entity_pages: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self._new_by_entity: dict[str, dict[str, int]] = {}
         self._due: list[SourceRef] = []
@@ -895,17 +940,19 @@ class RedisJoinBatch(JoinState):
         pids: dict[str, None] = {}
         targets: dict[str, None] = {}
         pages: dict[tuple[str, int], None] = {}
+        own = self._targets
         for e in events:
             event = e.event
             if event is None:
                 continue
             if isinstance(event, Prediction):
-                pids[event.prediction_id] = None
-                for target in ("p:" + event.prediction_id, "e:" + event.entity_id):
+                pid = event.prediction_id
+                pids[pid] = None
+                for target in ("p:" + pid, "e:" + event.entity_id):
                     if target in known:
                         targets[target] = None
-                    elif target not in self._targets:
-                        self._targets[target] = set()
+                    elif target not in own:
+                        own[target] = _NO_REFS
             elif event.prediction_id is not None:
                 pids[event.prediction_id] = None
             else:
@@ -928,8 +975,9 @@ class RedisJoinBatch(JoinState):
         script = self.store._prefetch
         replies = self.store._call("reading the batch's state", lambda: script(args=args))
         decode = self.store.decode_prediction
+        preds = self._preds
         for pid, flat in zip(fetch, replies[0], strict=True):
-            self._preds[pid] = decode(_pairs(flat))
+            preds[pid] = decode(_pairs(flat)) if flat else None
         label_refs: set[SourceRef] = set()
         for target, members in zip(targets, replies[1], strict=True):
             refs = {SourceRef.parse(m) for m in members}
@@ -976,9 +1024,11 @@ class RedisJoinBatch(JoinState):
 
     def prediction(self, prediction_id: str) -> PendingPrediction | None:
         """See :meth:`JoinState.prediction`."""
-        if prediction_id not in self._preds:
+        try:
+            return self._preds[prediction_id]
+        except KeyError:
             self._load([prediction_id], [])
-        return self._preds[prediction_id]
+            return self._preds[prediction_id]
 
     def entity_predictions(self, entity_id: str, at_or_before_us: int
                            ) -> Iterator[PendingPrediction]:
@@ -1020,13 +1070,16 @@ class RedisJoinBatch(JoinState):
 
     def waiting_for(self, prediction_id: str, entity_id: str) -> list[WaitingLabel]:
         """See :meth:`JoinState.waiting_for`."""
-        refs: set[SourceRef] = set()
-        for target in ("p:" + prediction_id, "e:" + entity_id):
-            if target not in self._targets:
-                self._targets[target] = self._fetch_target(target)
-            refs |= self._targets[target]
-        if not refs:
+        targets = self._targets
+        by_id = targets.get("p:" + prediction_id)
+        if by_id is None:
+            by_id = targets["p:" + prediction_id] = self._fetch_target("p:" + prediction_id)
+        by_entity = targets.get("e:" + entity_id)
+        if by_entity is None:
+            by_entity = targets["e:" + entity_id] = self._fetch_target("e:" + entity_id)
+        if not by_id and not by_entity:
             return []
+        refs = {*by_id, *by_entity}
         missing = sorted(r for r in refs if r not in self._labels)
         self._load([], missing)
         return [label for r in refs if (label := self._labels[r]) is not None]
@@ -1078,7 +1131,12 @@ class RedisJoinBatch(JoinState):
         self._labels[label.source] = label
         self._dirty_labels[label.source] = self._dirty_labels.get(label.source, False) or new
         if new:
-            self._targets.setdefault(label_target(label.feedback), set()).add(label.source)
+            target = label_target(label.feedback)
+            refs = self._targets.get(target)
+            if isinstance(refs, set):
+                refs.add(label.source)
+            else:  # unknown, or the shared _NO_REFS
+                self._targets[target] = {label.source}
 
     def commit(self, progress: Mapping[tuple[str, int], int] | None = None,
                group: str = "") -> None:
@@ -1093,9 +1151,12 @@ class RedisJoinBatch(JoinState):
                            len(self._dirty_preds)]
         ttl_us = store.ttl_us
         pruned: set[str] = set()
+        preds = self._preds
+        saved: list[PendingPrediction] = []
         for pid, flags in self._dirty_preds.items():
-            p = self._preds[pid]
+            p = preds[pid]
             assert p is not None  # noqa: S101 - only saved records are dirty
+            saved.append(p)
             joined = p.joined_by.text() if p.joined_by is not None else ""
             if flags & (_NEW | _FULL):
                 ts = p.ts_us
@@ -1104,10 +1165,10 @@ class RedisJoinBatch(JoinState):
                 if flags & _NEW and entity not in pruned:
                     pruned.add(entity)
                     prune = ts - ttl_us
-                args += [pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
-                         p.source.text(), encode_answers(p.answers), joined]
+                args.extend((pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
+                             p.source.text(), encode_answers(p.answers), joined))
             else:
-                args += [pid, "m", "", "", "", "", "", "", joined]
+                args.extend((pid, "m", "", "", "", "", "", "", joined))
         args.append(len(self._dirty_labels))
         for ref, new in self._dirty_labels.items():
             w = self._labels[ref]
@@ -1127,10 +1188,7 @@ class RedisJoinBatch(JoinState):
                 args += [f"{t}:{p_}", o]
         script = store._commit
         store._call("writing the batch", lambda: script(args=args))
-        for pid in self._dirty_preds:
-            pending = self._preds[pid]
-            if pending is not None:
-                store.remember(pending)
+        store.remember_all(saved)
         for ref, new in self._dirty_labels.items():
             label = self._labels[ref]
             if new and label is not None:

@@ -166,7 +166,7 @@ class FeedbackProcessor:
     def _fresh(self, trigger: SourceRef | None) -> bool:
         """Whether an output caused by ``trigger`` is still to be delivered (not a replay of
         one delivered before the restart)."""
-        if trigger is None:
+        if trigger is None or not self.emitted:
             return True
         return trigger.offset >= self.emitted.get((trigger.topic, trigger.partition), 0)
 
@@ -186,7 +186,9 @@ class FeedbackProcessor:
             state = self.memory
         result = BatchResult(state=state, events=len(events))
         join, learners, stats = self.join, self.learners, self.stats
-        pending = repeated = waiting = 0
+        learner_of = learners.get if learners is not None else None
+        positions = self.positions
+        predictions = labels = pending = repeated = waiting = 0
         joined_by_model: Counter[str] = Counter()
         for e in events:
             source = e.source
@@ -194,27 +196,30 @@ class FeedbackProcessor:
             if event is None:
                 if self._fresh(source):
                     result.undecodable.append(e)
-            elif isinstance(event, Prediction):
-                stats.predictions += 1
-                out = join.on_prediction(state, event, source, e.raw or b"")
-                if out.repeated:
-                    repeated += 1
-                elif out.question is not None:
-                    pending += 1
-                    learner = learners.get(event.model_name) if learners is not None else None
-                    if learner is not None:
-                        learner.answer(out.question)
-                        state.save_prediction(out.question, new=False)
-                if out.joined or out.rejected:
-                    self._outcomes(out.joined, out.rejected, result, joined_by_model)
-            else:
-                assert isinstance(event, Feedback)  # noqa: S101 - the two kinds
-                stats.labels += 1
+            elif isinstance(event, Feedback):
+                labels += 1
                 out = join.on_feedback(state, event, source, e.raw, e.record_key)
                 if out.waiting is not None:
                     waiting += 1
-                self._outcomes(out.joined, out.rejected, result, joined_by_model)
-            self.positions[(source.topic, source.partition)] = source.offset + 1
+                if out.joined or out.rejected:
+                    self._outcomes(out.joined, out.rejected, result, joined_by_model)
+            else:
+                predictions += 1
+                out = join.on_prediction(state, event, source, e.raw or b"")
+                question = out.question
+                if out.repeated:
+                    repeated += 1
+                elif question is not None:
+                    pending += 1
+                    learner = learner_of(event.model_name) if learner_of is not None else None
+                    if learner is not None:
+                        learner.answer(question)
+                        state.save_prediction(question, new=False)
+                if out.joined or out.rejected:
+                    self._outcomes(out.joined, out.rejected, result, joined_by_model)
+            positions[(source.topic, source.partition)] = source.offset + 1
+        stats.predictions += predictions
+        stats.labels += labels
         for rejected in join.expire(state, partitions):
             self._reject(rejected, result)
         if isinstance(state, RedisJoinBatch):
@@ -241,10 +246,10 @@ class FeedbackProcessor:
             learner = learners.get(model) if learners is not None else None
             if learner is not None:
                 learner.learn(j)
-            self.stats.joined += 1
             joined_by_model[model] += 1
             if self._fresh(j.trigger):
                 result.examples.append(j.example)
+        self.stats.joined += len(joined)
         for r in rejected:
             self._reject(r, result)
 

@@ -117,11 +117,11 @@ class LearningMember:
     checkpoint_seen: int | None = None
     clock_us: int | None = None
     _published: dict[str, int] = field(default_factory=dict, repr=False)
+    key: str = field(init=False, repr=False, compare=False)
+    """The version number as text: the key of its answers."""
 
-    @property
-    def key(self) -> str:
-        """The version number as text: the key of its answers."""
-        return str(self.version.version)
+    def __post_init__(self) -> None:
+        self.key = str(self.version.version)
 
     @property
     def is_champion(self) -> bool:
@@ -130,7 +130,8 @@ class LearningMember:
 
     def accepts(self, source: SourceRef) -> bool:
         """Whether the event at ``source`` is new to this member (not in its checkpoint)."""
-        return source.offset >= self.start.get((source.topic, source.partition), 0)
+        start = self.start
+        return not start or source.offset >= start.get((source.topic, source.partition), 0)
 
     def state(self, clock_us: int | None) -> dict[str, Any]:
         """The JSON-able learner state a checkpoint stores."""
@@ -320,13 +321,14 @@ class OnlineLearner:
         answers are kept in ``pending.answers``. A member that already has this event in its
         checkpoint keeps the answer it gave then."""
         x = pending.prediction.features
+        source, answers = pending.source, pending.answers
         for member in self.members.values():
-            if not member.accepts(pending.source):
+            if not member.accepts(source):
                 continue
             try:
-                pending.answers[member.key] = member.model.predict_one(x)
+                answers[member.key] = member.model.predict_one(x)
             except ModelError as exc:
-                pending.answers.pop(member.key, None)
+                answers.pop(member.key, None)
                 m.LEARNER_ERRORS.labels(self.name, member.key, "predict").inc()
                 log.debug("%s v%s cannot answer %s: %s", self.name, member.key,
                           pending.prediction_id, exc)
@@ -335,17 +337,19 @@ class OnlineLearner:
         """Score each member's answer against the label, then teach it the example."""
         example = joined.example
         y, x = example.label, example.features
+        trigger, answers = joined.trigger, joined.pending.answers
         for member in self.members.values():
-            if not member.accepts(joined.trigger):
+            if not member.accepts(trigger):
                 continue
-            answer = joined.pending.answers.get(member.key)
+            answer = answers.get(member.key)
             if answer is not None:
                 member.metrics.update(y, answer)
             member.seen += 1
-            if not member.model.can_learn:
+            model = member.model
+            if not model.can_learn:
                 continue
             try:
-                member.model.learn_one(x, y)
+                model.learn_one(x, y)
             except ModelError as exc:
                 m.LEARNER_ERRORS.labels(self.name, member.key, "learn").inc()
                 log.debug("%s v%s cannot learn %s: %s", self.name, member.key,

@@ -102,39 +102,58 @@ class ProgressiveMetrics:
         Returns:
             Whether any metric was updated.
         """
-        updated = False
+        # Called once per label and model: the River updates are inlined.
+        pairs = self._pairs
         if self.task == "regression":
-            if answer.score is not None:
-                self._update("mae", y, answer.score)
-                self._update("rmse", y, answer.score)
-                updated = True
-        else:
-            if answer.label is not None:
-                self._update("accuracy", y, answer.label)
-                updated = True
-            if answer.probabilities:
-                updated = self._update_probabilities(y, answer.probabilities) or updated
-        self.labels += int(updated)
+            score = answer.score
+            if score is None:
+                return False
+            for name in ("mae", "rmse"):
+                cumulative, rolling = pairs[name]
+                cumulative.update(y, score)
+                rolling.update(y, score)
+            self.labels += 1
+            return True
+        updated = False
+        label = answer.label
+        if label is not None:
+            cumulative, rolling = pairs["accuracy"]
+            cumulative.update(y, label)
+            rolling.update(y, label)
+            updated = True
+        probabilities = answer.probabilities
+        if probabilities:
+            updated = self._update_probabilities(y, probabilities) or updated
+        if updated:
+            self.labels += 1
         return updated
 
     def _update_probabilities(self, y: Any, probabilities: dict[str, float]) -> bool:
-        if self.binary is None:
-            self.binary = isinstance(y, bool) or len(probabilities) <= 2
+        binary = self.binary
+        if binary is None:
+            binary = self.binary = isinstance(y, bool) or len(probabilities) <= 2
             metrics = _river_metrics()
-            if self.binary:
+            if binary:
                 self._add("log_loss", metrics.LogLoss)
                 self._add("roc_auc", metrics.ROCAUC)
             else:
                 self._add("log_loss", metrics.CrossEntropy)
-        if self.binary:
-            positive = _positive_key(y, list(probabilities))
-            if positive is None:
-                return False
+        if binary:
+            if isinstance(y, bool):
+                positive = "True"
+                y_true = y
+            else:
+                key = _positive_key(y, list(probabilities))
+                if key is None:
+                    return False
+                positive, y_true = key, str(y) == key
             # As River's binary metrics read a probability dict: p(positive), 0 when absent.
             p = probabilities.get(positive, 0.0)
-            y_true = y if isinstance(y, bool) else str(y) == positive
-            self._update("log_loss", y_true, p)
-            self._update("roc_auc", y_true, p)
+            pairs = self._pairs
+            for name in ("log_loss", "roc_auc"):
+                cumulative, rolling = pairs[name]
+                cumulative.update(y_true, p)
+                rolling.update(y_true, p)
             return True
         text = str(y)
         self._update("log_loss", y, {(y if k == text else k): v for k, v in probabilities.items()})

@@ -35,7 +35,7 @@ from refluent.feedback.join import (
     encode_answers,
 )
 from refluent.serving.base import Scored
-from refluent.streams.contracts import Feedback, Prediction
+from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.errors import DecodeError
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -167,6 +167,39 @@ def test_join__label_by_id_yields_the_example_with_features_as_served() -> None:
                                                                         "churn")
     assert ex.prediction_time == at(0) and ex.label_time == at(30)
     assert joined.trigger == joined.label_source == SourceRef(F, 0, 0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("pred", "value"), [
+    (prediction("p1", 0), 1),
+    (prediction("p1", 0, label=1, probabilities={"0": 0.3, "1": 0.7}), 1.0),
+    (prediction("p1", 0, label="spam", probabilities={"ham": 0.4, "spam": 0.6}), "ham"),
+    (prediction("p1", 0, label=None, score=3.5), 2.25),
+])
+def test_join__example_equals_the_validated_contract(pred: Prediction, value: Any) -> None:
+    h = Harness()
+    h.predict(pred)
+    (joined,) = h.feed(label(30, value, pid="p1")).joined
+    ex = joined.example
+    validated = LabeledExample(
+        prediction_id=pred.prediction_id, entity_id=pred.entity_id,
+        model_name=pred.model_name, model_version=pred.model_version, features=pred.features,
+        label=ex.label, score=pred.score, predicted_label=pred.label,
+        prediction_time=pred.ts, label_time=at(30))
+    assert ex == validated
+    assert ex.model_fields_set == validated.model_fields_set
+    assert ex.model_dump_json() == validated.model_dump_json()
+    assert type(ex.label) is type(validated.label)
+
+
+@pytest.mark.unit
+def test_join__max_label_delay_is_exact_to_the_microsecond() -> None:
+    h = Harness(max_delay_s=100)
+    h.predict(prediction("p1", 0))
+    h.predict(prediction("p2", 0))
+    assert h.feed(label(100, True, pid="p1")).joined
+    out = h.feed(label(100.000001, True, pid="p2"))
+    assert reasons(out.rejected) == ["too_late"]
 
 
 @pytest.mark.unit
