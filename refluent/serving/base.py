@@ -95,6 +95,14 @@ def scored_from_probabilities(proba: Mapping[Any, float],
     """
     if not proba:
         return Scored(None, None, {})
+    if classes is None and len(proba) == 2 and False in proba and True in proba \
+            and all(type(c) is bool for c in proba):
+        # The common binary case (River's classifiers answer {False: p, True: q}).
+        no, yes = float(proba[False]), float(proba[True])
+        first = next(iter(proba))
+        label = first if proba[first] >= proba[not first] else not first
+        return Scored(yes, label, {"False": no, "True": yes} if first is False
+                      else {"True": yes, "False": no})
     probabilities = {str(cls): float(p) for cls, p in proba.items()}
     label = max(proba, key=lambda c: proba[c])
     known = list(classes) if classes is not None else list(proba)
