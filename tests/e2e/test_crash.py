@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -53,6 +50,7 @@ from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.contracts import CdcEnvelope, LogEvent
 from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.commands import RefluentCommand
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices
 
@@ -150,52 +148,6 @@ class Workload:
 
 
 @dataclass
-class Command:
-    """One ``refluent`` command run as a subprocess, killed and started again at will."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    cwd: Path
-    proc: subprocess.Popen[bytes] | None = None
-    kills: int = 0
-
-    @property
-    def log(self) -> Path:
-        return self.cwd / f"{self.name}.log"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "refluent.cli", *self.args],
-                                         env=self.env, cwd=self.cwd, stdout=log,
-                                         stderr=subprocess.STDOUT)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.check_alive()
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            pytest.fail(f"{self.name} exited ({code}) on its own:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-@dataclass
 class Crash:
     """The test's settings, workload, expected results and commands."""
 
@@ -203,7 +155,7 @@ class Crash:
     work: Workload
     runner: InMemoryRunner
     views: list[Any]
-    commands: dict[str, Command] = field(default_factory=dict)
+    commands: dict[str, RefluentCommand] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     timeline: list[str] = field(default_factory=list)
 
@@ -232,7 +184,7 @@ class Crash:
                              f"{self.published()} published, {self.landed()} landed")
 
     def tails(self) -> str:
-        logs = "\n".join(f"--- {c.name} ---\n{c.tail()}" for c in self.commands.values())
+        logs = "\n".join(f"--- {c.name} ---\n{c.output(3000)}" for c in self.commands.values())
         return "\n".join(self.timeline) + "\n" + logs
 
     # -- probes ------------------------------------------------------------------------------
@@ -357,17 +309,17 @@ def crash(services: RunningServices, tmp_path: Path) -> Iterator[Crash]:
     })
     crash = Crash(settings, work, runner, views)
     crash.commands = {
-        "engine": Command("engine", ["process"], env, tmp_path),
-        "lake": Command("lake", ["sink", "lake", *crash.sources, *crash.features,
+        "engine": RefluentCommand("engine", ["process"], env, tmp_path),
+        "lake": RefluentCommand("lake", ["sink", "lake", *crash.sources, *crash.features,
                                  "--group", f"lake-{sfx}"], env, tmp_path),
-        "online": Command("online", ["sink", "online", "--group", f"online-{sfx}"], env,
+        "online": RefluentCommand("online", ["sink", "online", "--group", f"online-{sfx}"], env,
                           tmp_path),
     }
     try:
         yield crash
     finally:
         for command in crash.commands.values():
-            command.stop()
+            command.stop(20)
 
 
 @pytest.mark.timeout(BUDGET_S + 60)

@@ -22,9 +22,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -51,6 +48,7 @@ from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import TailRecord
 from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all
 from refluent.testing.services import RunningServices
 
@@ -88,60 +86,6 @@ def phishing(n: int) -> list[Row]:
 
 
 @dataclass
-class Command:
-    """One ``refluent`` command run as a subprocess, its output in a file."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    cwd: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.cwd / f"{self.name}.log"
-
-    def start(self) -> Command:
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "refluent.cli", *self.args],
-                                         env=self.env, cwd=self.cwd, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        return self
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            pytest.fail(f"refluent {self.name} exited ({code}) on its own:\n{self.output()}")
-
-    def wait(self, timeout: float) -> int:
-        """Wait for the command to end on its own; a command still running after ``timeout``
-        is stopped and fails the test."""
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            pytest.fail(f"refluent {self.name} still ran after {timeout:.0f}s:\n"
-                        f"{self.output()}")
-
-    def stop(self) -> int | None:
-        """SIGTERM (then SIGKILL after 30 s); the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
-@dataclass
 class Loop:
     """The test's settings, lake namespace, registry and commands.
 
@@ -154,7 +98,7 @@ class Loop:
     registry: ModelRegistry
     tag: str
     cwd: Path
-    commands: list[Command] = field(default_factory=list)
+    commands: list[RefluentCommand] = field(default_factory=list)
 
     @property
     def bootstrap(self) -> str:
@@ -180,18 +124,18 @@ class Loop:
         })
         return env
 
-    def command(self, name: str, *args: str) -> Command:
-        cmd = Command(name, [name, *args], self.env(), self.cwd)
+    def command(self, name: str, *args: str) -> RefluentCommand:
+        cmd = RefluentCommand(name, [name, *args], self.env(), self.cwd)
         self.commands.append(cmd)
         return cmd
 
-    def serve(self, model: str) -> Command:
-        return self.command("serve", "--models", model, "--no-http").start()
+    def serve(self, model: str) -> RefluentCommand:
+        return self.command("serve", "--models", model, "--no-http").start(fresh_log=True)
 
-    def feedback(self, model: str) -> Command:
+    def feedback(self, model: str) -> RefluentCommand:
         """``refluent feedback`` until caught up; fails the test unless it ends cleanly."""
         cmd = self.command("feedback", "--model", model, "--until-caught-up", "--idle-s", "0.5")
-        code = cmd.start().wait(COMMAND_S)
+        code = cmd.start(fresh_log=True).wait(COMMAND_S)
         assert code == 0, cmd.output()
         return cmd
 
@@ -253,7 +197,7 @@ class PredictionWatch:
             starts.append(ck.TopicPartition(PREDICTIONS, p, high))
         self.consumer.assign(starts)
 
-    def wait(self, wanted: Collection[str], timeout: float, server: Command
+    def wait(self, wanted: Collection[str], timeout: float, server: RefluentCommand
              ) -> dict[str, Prediction]:
         """The predictions answering the request ids ``wanted`` (fewer after ``timeout``)."""
         got: dict[str, Prediction] = {}

@@ -1,0 +1,102 @@
+"""``refluent`` commands run as subprocesses, for end-to-end tests of long-running services.
+
+    >>> from pathlib import Path
+    >>> cmd = RefluentCommand("status", ["status"], env={}, cwd=Path("."))
+    >>> cmd.log.name
+    'status.log'
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from refluent.errors import RefluentError
+
+
+class CommandError(RefluentError):
+    """A command under test exited on its own, or did not end in time."""
+
+    def __init__(self, name: str, detail: str, output: str) -> None:
+        self.name = name
+        self.output = output
+        super().__init__(f"refluent {name} {detail}:\n{output}")
+
+
+@dataclass
+class RefluentCommand:
+    """One ``refluent <args>`` subprocess with its output in ``<cwd>/<name>.log``; killed and
+    started again at will (the log keeps every run unless ``start(fresh_log=True)``).
+
+    Only processes this object started are ever signalled.
+    """
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path
+    proc: subprocess.Popen[bytes] | None = None
+    kills: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.cwd / f"{self.name}.log"
+
+    def start(self, fresh_log: bool = False) -> RefluentCommand:
+        """Start the command (a new process each call)."""
+        with self.log.open("wb" if fresh_log else "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "refluent.cli", *self.args], env=self.env,
+                cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def output(self, last_chars: int | None = None) -> str:
+        """What the command printed (its last ``last_chars`` characters)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text[-last_chars:] if last_chars else text
+
+    def check_alive(self) -> None:
+        """Raises:
+            CommandError: the command is not running (it exited on its own).
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise CommandError(self.name, f"exited ({code}) on its own", self.output(3000))
+
+    def kill9(self) -> None:
+        """SIGKILL the running command (it must be running) and reap it."""
+        self.check_alive()
+        assert self.proc is not None  # noqa: S101 - check_alive guarantees it
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the command to end on its own; its exit code.
+
+        Raises:
+            CommandError: it still ran after ``timeout`` (it is stopped first).
+        """
+        assert self.proc is not None  # noqa: S101 - start() first
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise CommandError(self.name, f"still ran after {timeout:.0f}s",
+                               self.output()) from None
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace_s``; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
