@@ -16,9 +16,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from importlib import resources
 from typing import Any
@@ -33,6 +30,7 @@ from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import produce_jsonl, tail
 from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.commands import RefluentCommand
 
 SAMPLES = (("cdc.customers", "cdc_customers.jsonl"), ("cdc.orders", "cdc_orders.jsonl"),
            ("logs.app", "logs_app.jsonl"))
@@ -161,7 +159,7 @@ def _features(settings: Settings, console: Console) -> dict[str, int]:
                                   online_routes(settings, views)).run(until_caught_up=True)
         console.print(f"[green]✓[/] online store: {online.written} feature updates applied")
     finally:
-        stop(engine)
+        engine.stop()
 
     console.rule("[bold]6. read online features and query the lake")
     reader = OnlineFeatureReader.from_settings(settings)
@@ -193,53 +191,37 @@ def _fmt(value: Any) -> str:
 
 
 def spawn(settings: Settings, args: list[str], log_name: str,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+          env: dict[str, str] | None = None) -> RefluentCommand:
     """Start ``refluent <args>`` on the demo's services and views, logging to
-    ``<state_dir>/logs/<log_name>``."""
+    ``<state_dir>/logs/<log_name>.log``."""
     full_env = dict(os.environ)
     full_env.update({"REFLUENT_EMBEDDED__STATE_DIR": str(settings.embedded.state_dir.resolve()),
                      "REFLUENT_PROCESSING__VIEWS": VIEWS,
                      "REFLUENT_LAKE__NAMESPACE": settings.lake.namespace, **(env or {})})
-    log = settings.embedded.state_dir.resolve() / "logs" / log_name
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "refluent.cli", *args], env=full_env, stdout=out,
-            stderr=subprocess.STDOUT)
+    logs = settings.embedded.state_dir.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return RefluentCommand(log_name, args, full_env, logs).start()
 
 
-def _start_engine(settings: Settings) -> subprocess.Popen[bytes]:
-    return spawn(settings, ["process"], "engine.log")
+def _start_engine(settings: Settings) -> RefluentCommand:
+    return spawn(settings, ["process"], "engine")
 
 
 def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
-                     engine: subprocess.Popen[bytes]) -> None:
+                     engine: RefluentCommand) -> None:
     """Until the engine's group has committed every source partition's high watermark."""
     from refluent.errors import RefluentError
 
     group = settings.processing.app_id
     deadline = time.monotonic() + ENGINE_TIMEOUT_S
     while time.monotonic() < deadline:
-        if engine.poll() is not None:
-            raise RefluentError(f"the engine exited with code {engine.returncode} (log: "
-                                f"{settings.embedded.state_dir / 'logs' / 'engine.log'})")
+        engine.check_alive()
         lag = sum(int(row["lag"] or 0) for topic in set(sources)
                   for row in partition_offsets(settings.kafka, bootstrap, topic, group))
         if lag == 0:
             return
         time.sleep(1.0)
     raise RefluentError(f"the engine did not catch up within {ENGINE_TIMEOUT_S}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM ``proc`` (a command this demo started), then SIGKILL after 30 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _show_lake(settings: Settings, console: Console) -> int:

@@ -64,7 +64,7 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
     """Steps 7 to 9 of the demo; returns what they counted."""
     from river import linear_model, preprocessing
 
-    from refluent.cli.demo import spawn, stop
+    from refluent.cli.demo import spawn
     from refluent.registry import ModelRegistry
     from refluent.serving.river import RiverModel
 
@@ -79,7 +79,7 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
     console.print(f"[green]✓[/] {MODEL} v{version.version} registered as champion; inputs: "
                   f"{', '.join(FEATURES)}")
     port = services.free_port()
-    server = spawn(settings, ["serve", "--models", MODEL, "--port", str(port)], "serve.log",
+    server = spawn(settings, ["serve", "--models", MODEL, "--port", str(port)], "serve",
                    {"REFLUENT_SERVING__GROUP": f"demo-serving-{run}",
                     # The sample events are from 2025: accept features up to two years old,
                     # and serve a view's defaults (0 orders, 0 views) for a customer it lacks.
@@ -98,7 +98,7 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
         time.sleep(settings.serving.model_refresh_s + 1.0)
         _infer_http(console, port, "after learning")
     finally:
-        stop(server)
+        server.stop()
 
     console.rule("[bold]9. predictions and examples in the lake")
     lake = _land(settings, bootstrap, console)
@@ -108,9 +108,7 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
 def _wait_ready(port: int, server: Any) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RefluentError(f"refluent serve exited with code {server.returncode} "
-                                "(log: .refluent/logs/serve.log)")
+        server.check_alive()
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback URL we built
                     f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as resp:
