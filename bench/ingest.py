@@ -76,6 +76,7 @@ from refluent.streams.kafka import (
     partition_offsets,
 )
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.commands import cpu_seconds
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices, running_services
 
@@ -395,16 +396,6 @@ def rate(n: int, seconds: float | None) -> float | None:
     return round(n / seconds, 1) if seconds else None
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float | None:
-    """CPU time (user + system, all threads) a running command has used so far: on a shared
-    machine events per CPU-second says more about the code than events per wall second."""
-    try:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +444,7 @@ def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: P
     engine = bench.engine(work, engine_core)
     secs, first = wait_for(progress, "engine (source -> features)", work.updates,
                            lambda: features_produced(probe, work), [engine], args.phase_timeout)
-    cpu = cpu_seconds(engine)
+    cpu = cpu_seconds(engine.pid)
     bench.stop_all()
     out["engine"] = {"seconds": round(secs, 2), "events_per_s": rate(work.events, secs),
                      "steady_events_per_s": rate(work.events, secs - (first or 0)),

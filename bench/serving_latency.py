@@ -8,8 +8,8 @@ Redis, SQLite lake catalog with the model registry.
 Setup: a model registered as champion (``river``: scaler + logistic regression over 2
 features; ``onnx``: a 2-layer perceptron over 8 features), its features written to Redis for
 1000 entities through ``RedisOnlineStore``, and the service (``KafkaPredictionService`` with
-the default serving settings: batches of at most 64, 2 ms linger) running in a child process,
-so the load generator does not share its interpreter.
+the default serving settings: drained batches of at most 64, offsets committed every 100 ms)
+running in a child process, so the load generator does not share its interpreter.
 
 Measured in this process: a paced producer sends ``PredictionRequest`` records at a fixed rate
 and notes each send time; a consumer on ``predictions`` notes each receipt. Latency = receipt
@@ -24,6 +24,10 @@ two hops costs); ``--rate`` requests/s for ``--seconds``; then the rate steps up
 until p99 passes 500 ms (a backlog building up) or the backlog does not drain within 2 s of
 the last send;
 ``max_sustained_rate`` is the last step that held. Goal: ``p99_ms <= 10`` at 1000 requests/s.
+
+``cpu_percent``: the share of one core each process (broker, Redis, service, load generator)
+used while a phase's requests were sent; with two hops through the broker its share is what
+limits latency on a small machine.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import sys
 import tempfile
@@ -49,6 +54,7 @@ from refluent.config import Settings
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
+from refluent.testing.commands import cpu_seconds
 
 ENTITIES = 1000
 MAX_P99_MS = 500.0
@@ -174,16 +180,31 @@ def send_paced(producer: Any, topic: str, model: str, rate: float, seconds: floa
     producer.flush()
 
 
+def cpu_percent(pids: dict[str, int], before: dict[str, float | None], seconds: float
+                ) -> dict[str, float]:
+    """Share of one core each process used since ``before`` (its CPU seconds then)."""
+    out = {}
+    for name, pid in pids.items():
+        now, then = cpu_seconds(pid), before.get(name)
+        if now is not None and then is not None:
+            out[name] = round(100 * (now - then) / seconds, 1)
+    return out
+
+
 def phase(producer: Any, topic: str, receiver: Receiver, conn: Any | None, rate: float,
-          seconds: float, prefix: str) -> dict[str, Any]:
-    """One paced phase: latency percentiles, how much was answered and the service's own
-    breakdown (``conn`` None: no service, ``receiver`` reads ``topic`` itself)."""
+          seconds: float, prefix: str, pids: dict[str, int]) -> dict[str, Any]:
+    """One paced phase: latency percentiles, how much was answered, the service's own
+    breakdown (``conn`` None: no service, ``receiver`` reads ``topic`` itself) and the CPU
+    share of each process in ``pids`` while the requests were sent."""
     sent: dict[str, float] = {}
     if conn is not None:
         conn.send("summary")
         conn.recv()  # drops the previous phase's batches
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
     send_paced(producer, topic, "bench", rate, seconds, prefix, sent)
     ended = time.perf_counter()
+    cpu = cpu_percent(pids, cpu_before, ended - started)
     deadline = ended + 2.0
     while time.perf_counter() < deadline:
         if all(rid in receiver.received for rid in sent):
@@ -208,6 +229,7 @@ def phase(producer: Any, topic: str, receiver: Receiver, conn: Any | None, rate:
         "sent_to_scored_ms_p50": round(_quantile(scored, 0.5), 3),
         "sent_to_scored_ms_p99": round(_quantile(scored, 0.99), 3),
         "service": stages,
+        "cpu_percent": cpu,
     }
 
 
@@ -279,12 +301,15 @@ def main() -> None:
         proc.start()
         assert parent.recv() == "ready"
         receiver = Receiver(settings, predictions, specs[1].partitions)
+        # The CPU each process takes while requests are sent: the broker's share shows how
+        # much of the machine the two hops cost.
+        pids = {**svc.pids, "service": proc.pid, "load_generator": os.getpid()}
         # One producer for every phase, connected (and given its producer id) beforehand.
         producer = Producer(settings.kafka, svc.bootstrap_servers, **{"linger.ms": 0})
         producer.produce(requests + ".dlq", b"warm-up")
         producer.flush()
         try:
-            warm = phase(producer, requests, receiver, parent, 200, 2.0, "w")
+            warm = phase(producer, requests, receiver, parent, 200, 2.0, "w", pids)
             deadline = time.perf_counter() + 20
             while not warm["drained"] and time.perf_counter() < deadline:
                 # The group join can take a few seconds: wait until the warm-up is answered.
@@ -294,16 +319,19 @@ def main() -> None:
             # The broker alone: the same paced stream, one hop, no service.
             floor_receiver = Receiver(settings, floor_topic, specs[2].partitions)
             time.sleep(1.0)
-            floor = phase(producer, floor_topic, floor_receiver, None, args.rate, 4.0, "f")
+            floor = phase(producer, floor_topic, floor_receiver, None, args.rate, 4.0, "f",
+                          pids)
             floor_receiver.close()
             main_phase = phase(producer, requests, receiver, parent, args.rate, args.seconds,
-                               "m")
+                               "m", pids)
             steps = []
             sustained = 0.0
             for k, rate in enumerate(float(r) for r in args.steps.split(",") if r):
-                result = phase(producer, requests, receiver, parent, rate, 3.0, f"s{k}_")
+                result = phase(producer, requests, receiver, parent, rate, 3.0, f"s{k}_",
+                               pids)
                 steps.append({key: result[key] for key in
-                              ("rate", "sent", "answered", "p50_ms", "p99_ms", "drained")})
+                              ("rate", "sent", "answered", "p50_ms", "p99_ms", "drained",
+                               "cpu_percent")})
                 if not result["drained"] or result["p99_ms"] > MAX_P99_MS:
                     break
                 sustained = rate
@@ -327,6 +355,8 @@ def main() -> None:
             "sent_to_scored_ms_p99": main_phase["sent_to_scored_ms_p99"],
             "answered": f"{main_phase['answered']}/{main_phase['sent']}",
             "service_breakdown_per_batch": main_phase["service"],
+            "cpu_percent": main_phase["cpu_percent"],
+            "broker_one_hop_cpu_percent": floor["cpu_percent"],
             "broker_one_hop_p50_ms": floor["p50_ms"],
             "broker_one_hop_p99_ms": floor["p99_ms"],
             "goal_p99_ms": 10.0,

@@ -154,7 +154,11 @@ class ServingSettings(_Component):
     view_policies: dict[str, Literal["default", "reject", "flag"]] = Field(default_factory=dict)
     """Stale-feature policy per view name."""
     batch_linger_ms: float = Field(default=2.0, ge=0)
-    """How long the service waits to fill a batch once it holds one request."""
+    """How long the HTTP endpoint waits to fill a batch once it holds one request. (The Kafka
+    consumer never waits: a batch is what its fetches brought.)"""
+    commit_interval_ms: float = Field(default=100.0, ge=0)
+    """Least time between two offset commits of the Kafka request consumer (0: after every
+    batch). A crash replays at most this much more; predictions keep their ids on replay."""
     model_refresh_s: float = Field(default=2.0, gt=0)
     """How often the service checks the registry for a new champion or checkpoint."""
     group: str = "refluent-serving"

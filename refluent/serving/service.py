@@ -9,9 +9,9 @@ and builds one :class:`~refluent.streams.contracts.Prediction` per request, or t
 request was rejected.
 
 :class:`KafkaPredictionService` consumes ``inference.requests`` with a
-:class:`~refluent.streams.kafka.ConsumerLoop`: each poll's records (at most
-``serving.max_batch_size``, waiting at most ``serving.batch_linger_ms`` for them) are scored
-together, predictions go to ``predictions`` keyed by entity id (the catalog's key; the
+:class:`~refluent.streams.kafka.ConsumerLoop`: a batch is the first request
+that arrives and whatever else the client has already fetched (at most
+``serving.max_batch_size``; no request waits for others), scored together, predictions go to ``predictions`` keyed by entity id (the catalog's key; the
 feedback join finds them by ``prediction_id``) and rejected requests go whole to
 ``inference.requests.dlq`` with the reason in the headers (``decode`` step: malformed JSON or
 contract; ``serving`` step: ``unknown_model``, ``unknown_version``, ``missing_entity``,
@@ -21,7 +21,8 @@ Delivery guarantee: at-least-once, made idempotent. A batch's offsets are commit
 every prediction and dead letter queued so far was acknowledged by the broker (idempotent
 producer, ``acks=all``); the service scores the next batch while the acknowledgements come in
 (for at most ``MAX_UNACKED_S``), so waiting for the broker is not on the request path. A crash
-replays what was not committed. The ``prediction_id`` is derived from the model name and
+replays what was not committed (offsets are committed at most every
+``serving.commit_interval_ms``). The ``prediction_id`` is derived from the model name and
 ``request_id``, so a replayed request gets the same prediction id and downstream consumers (the
 feedback join, the lake) can drop the repeat: every request is answered exactly once per
 prediction id. A clean stop or a rebalance waits for the acknowledgements and commits, so
@@ -87,6 +88,9 @@ _ID_NAMESPACE = uuid.UUID("5b0c1d4e-8f57-4a55-9a8e-2f0f6f1c8e11")
 MAX_UNACKED_S = 1.0
 """Longest the Kafka service scores on while answers are still unacknowledged; then it waits
 for them, so a steady stream still commits (and replays at most this much after a crash)."""
+IDLE_POLL_S = 0.05
+"""Longest the Kafka service blocks waiting for a request before it serves delivery reports
+and commits (a request that arrives ends the wait at once)."""
 FETCH_WAIT = "fetch.wait.max.ms"
 FETCH_WAIT_MS = 10
 """The request consumer's fetch wait (librdkafka's default is 500 ms). A broker answers a fetch
@@ -518,14 +522,14 @@ class KafkaPredictionService:
             overrides.setdefault(FETCH_WAIT, FETCH_WAIT_MS)
         loop = ConsumerLoop(kafka, self.bootstrap_servers, self.group_id, [self.requests_topic],
                             batch_size=serving.max_batch_size, on_revoke=self._flush,
-                            commit_ready=self._commit_ready, **overrides)
+                            commit_ready=self._commit_ready,
+                            commit_interval_s=serving.commit_interval_ms / 1000, **overrides)
         self._durable_at = time.monotonic()
-        # The poll's timeout is the linger: consume() returns a full batch at once, or what it
-        # holds when the linger is up.
-        poll_timeout = max(serving.batch_linger_ms, 0.5) / 1000
         try:
+            # Drained batches: a request never waits for others; a batch is what the client
+            # had fetched when the first request was taken (one fetch's worth under load).
             return loop.run(self.handle, stop=stop, max_records=max_records,
-                            idle_timeout=idle_timeout, poll_timeout=poll_timeout,
+                            idle_timeout=idle_timeout, poll_timeout=IDLE_POLL_S, drain=True,
                             on_idle=self._serve_reports, before_close=self._flush)
         finally:
             self.producer.close()

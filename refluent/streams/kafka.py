@@ -234,6 +234,10 @@ class ConsumerLoop:
             offsets, such as the lake). Partitions it leaves out start from the group offset.
         commit_ready: Called after each batch; offsets are committed only when it returns True
             (sinks that buffer across batches return False until they have flushed).
+        commit_interval_s: Least time between two asynchronous commits (0: after every
+            batch). Commits on a rebalance and at the end are not held back. A crash replays
+            at most this much more; a service answering many small batches saves the broker
+            one OffsetCommit per batch.
         **overrides: librdkafka properties that win over the defaults.
     """
 
@@ -250,6 +254,7 @@ class ConsumerLoop:
         on_revoke: PartitionsCallback | None = None,
         start_offsets: Callable[[list[TopicPartition]], dict[tuple[str, int], int]] | None = None,
         commit_ready: Callable[[], bool] | None = None,
+        commit_interval_s: float = 0.0,
         **overrides: Any,
     ) -> None:
         conf = settings.client_config(bootstrap_servers)
@@ -271,6 +276,8 @@ class ConsumerLoop:
         self._user_on_revoke = on_revoke
         self._start_offsets = start_offsets
         self._commit_ready = commit_ready or (lambda: True)
+        self.commit_interval_s = commit_interval_s
+        self._next_commit = 0.0
         self._consumer = _ck().Consumer(conf)
         self._processed: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
@@ -301,6 +308,20 @@ class ConsumerLoop:
         self._assigned = []
 
     # -- offsets ---------------------------------------------------------------------------
+    def _maybe_commit(self) -> None:
+        """Commit asynchronously when ``commit_interval_s`` has passed and the handler's
+        outputs are durable."""
+        if self.commit_interval_s:
+            now = time.monotonic()
+            if now < self._next_commit:
+                return
+            if not self._commit_ready():
+                return
+            self._next_commit = now + self.commit_interval_s
+        elif not self._commit_ready():
+            return
+        self._commit(asynchronous=True)
+
     def _commit(self, asynchronous: bool) -> None:
         if not self._processed:
             return
@@ -344,6 +365,7 @@ class ConsumerLoop:
         on_idle: Callable[[], None] | None = None,
         before_close: Callable[[], None] | None = None,
         until_caught_up: bool = False,
+        drain: bool = False,
     ) -> LoopStats:
         """Consume until stopped, ``max_records`` were handled, or nothing came for
         ``idle_timeout`` seconds; then commit and close.
@@ -354,6 +376,12 @@ class ConsumerLoop:
         enough); ``before_close`` runs before the last commit (to flush everything).
         ``until_caught_up`` stops once every assigned partition is read up to its high
         watermark (a batch job over what the topics hold now).
+
+        A batch is what arrives within ``poll_timeout`` (up to ``batch_size`` records): the
+        client waits the whole timeout unless the batch fills. With ``drain`` the wait ends at
+        the first record and the batch is that record and whatever the client has already
+        fetched, so a record waits for no other (request/response services); batches then
+        grow with the load by themselves.
         """
         stop = stop or StopSignal()
         self._consumer.subscribe(self.topics, on_assign=self._on_assign,
@@ -370,12 +398,17 @@ class ConsumerLoop:
                         want = min(want, max_records - self.stats.records)
                         if want <= 0:
                             break
-                    batch = consume(want, poll_timeout)
+                    if drain:
+                        batch = consume(1, poll_timeout)
+                        if batch and want > 1:
+                            batch += consume(want - 1, 0)
+                    else:
+                        batch = consume(want, poll_timeout)
                     if not batch:
                         if on_idle is not None:
                             on_idle()
-                            if self._processed and self._commit_ready():
-                                self._commit(asynchronous=True)
+                            if self._processed:
+                                self._maybe_commit()
                         if until_caught_up and self._caught_up():
                             break
                         if idle_timeout is not None and (
@@ -394,8 +427,7 @@ class ConsumerLoop:
                     handler(records)
                     batch_hist.observe(time.perf_counter() - started)
                     self._mark_processed(records)
-                    if self._commit_ready():
-                        self._commit(asynchronous=True)
+                    self._maybe_commit()
             if before_close is not None:
                 before_close()
             if self._commit_ready():

@@ -16,7 +16,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,9 @@ class RunningServices:
     catalog_uri: str
     warehouse: str
     state_dir: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    """Process ids of the services started here as local processes (``broker``, ``redis``),
+    for benchmarks that report their CPU time."""
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings pointing every component at these services (short group timeouts)."""
@@ -89,7 +92,7 @@ def running_services(state_dir: Path) -> Iterator[RunningServices]:
         redis, proc = emb.start_redis(state_dir)
         procs.append(proc)
         yield RunningServices("local", broker.address, redis.address, lake.address, warehouse,
-                              state_dir)
+                              state_dir, {"broker": procs[0].pid, "redis": procs[1].pid})
     finally:
         for proc in procs:
             proc.terminate()

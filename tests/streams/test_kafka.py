@@ -245,3 +245,32 @@ def test_commit_ready__holds_commits_until_sinks_flushed(settings: Settings) -> 
                  ).run(handler, max_records=30, idle_timeout=20)
     rows = partition_offsets(settings.kafka, bootstrap, spec.name, group)
     assert rows[0]["committed"] == 20, "the last 10 were never declared durable"
+
+
+@pytest.mark.timeout(45)
+def test_drain__hands_over_fetched_records_without_waiting_for_a_full_batch(
+    settings: Settings,
+) -> None:
+    # poll_timeout is far beyond the test's timeout: without drain the first consume() would
+    # wait for it, since the batch (64) never fills from 5 records.
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 5)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-drain-{spec.name}"
+    stop = StopSignal()
+    batches: list[list[int]] = []
+
+    def handler(batch: list) -> None:  # type: ignore[type-arg]
+        batches.append([m.offset() for m in batch])
+        if sum(map(len, batches)) == 5:
+            stop.set()
+
+    loop = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=64,
+                        commit_interval_s=3600)
+    stats = loop.run(handler, stop=stop, poll_timeout=120, drain=True)
+    assert [o for b in batches for o in b] == list(range(5))
+    # One asynchronous commit (the first batch), none within the interval, and one at the end
+    # for what came after it.
+    assert stats.commits == (1 if len(batches) == 1 else 2)
+    rows = partition_offsets(settings.kafka, bootstrap, spec.name, group)
+    assert rows[0]["committed"] == 5
