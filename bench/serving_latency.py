@@ -86,9 +86,11 @@ def _quantile(values: list[float], q: float) -> float:
 
 def serve(settings_data: dict[str, Any], features: tuple[str, ...], requests: str,
           predictions: str, conn: Any) -> None:
-    """Run the service until told to stop; answer ``summary`` with its stage breakdown."""
+    """Run the service (Kafka and HTTP, as ``refluent serve`` does) until told to stop; answer
+    ``summary`` with its stage breakdown."""
+    from refluent.cli.serve import start_http
     from refluent.registry import ModelRegistry
-    from refluent.serving.service import KafkaPredictionService, build_scorer
+    from refluent.serving.service import KafkaPredictionService, build_scorer, settle_heap
     from refluent.streams.kafka import StopSignal
 
     settings = Settings(**settings_data)
@@ -113,8 +115,15 @@ def serve(settings_data: dict[str, Any], features: tuple[str, ...], requests: st
                 return
 
     threading.Thread(target=control, daemon=True).start()
-    conn.send("ready")
+    server, thread, publisher = start_http(settings, settings.kafka.bootstrap_servers or "",
+                                           scorer, "127.0.0.1", 0)
+    settle_heap()  # as ``refluent serve`` does once started
+    port = server.servers[0].sockets[0].getsockname()[1]
+    conn.send(("ready", port))
     svc.run(stop=stop)
+    server.should_exit = True
+    thread.join(10)
+    publisher.close()
     scorer.holder.close()
     conn.send("done")
 
@@ -233,6 +242,58 @@ def phase(producer: Any, topic: str, receiver: Receiver, conn: Any | None, rate:
     }
 
 
+def http_phase(port: int, rate: float, seconds: float, pids: dict[str, int],
+               connections: int = 32) -> dict[str, Any]:
+    """Paced OIP v2 infer calls over ``connections`` keep-alive connections: request to
+    response latency (the features read from Redis, the model, the answer; the prediction is
+    published to Kafka off the response path)."""
+    import asyncio
+
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    async def one(session: Any, i: int) -> None:
+        body = orjson.dumps({"id": f"h{i}", "inputs": [],
+                             "parameters": {"entity_id": f"e{i % ENTITIES}"}})
+        started = time.perf_counter()
+        async with session.post(url, data=body,
+                                headers={"content-type": "application/json"}) as resp:
+            await resp.read()
+            if resp.status != 200:
+                failures.append(f"{resp.status}")
+                return
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    async def run() -> float:
+        connector = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for i in range(50):  # warm-up: connections opened, code paths taken
+                await one(session, -1 - i)
+            latencies.clear()
+            n = int(rate * seconds)
+            start = time.perf_counter()
+            tasks = []
+            for i in range(n):
+                left = start + i / rate - time.perf_counter()
+                if left > 0:
+                    await asyncio.sleep(left)
+                tasks.append(asyncio.create_task(one(session, i)))
+            await asyncio.gather(*tasks)
+            return start
+
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    asyncio.run(run())
+    cpu = cpu_percent(pids, cpu_before, time.perf_counter() - started)
+    return {"rate": rate, "sent": int(rate * seconds), "answered": len(latencies),
+            "failures": len(failures), "p50_ms": round(_quantile(latencies, 0.5), 3),
+            "p99_ms": round(_quantile(latencies, 0.99), 3),
+            "max_ms": round(max(latencies, default=float("nan")), 3), "cpu_percent": cpu}
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -299,7 +360,8 @@ def main() -> None:
         proc = ctx.Process(target=serve, args=(settings.model_dump(mode="json"), features,
                                                requests, predictions, child), daemon=True)
         proc.start()
-        assert parent.recv() == "ready"
+        ready, http_port = parent.recv()
+        assert ready == "ready"
         receiver = Receiver(settings, predictions, specs[1].partitions)
         # The CPU each process takes while requests are sent: the broker's share shows how
         # much of the machine the two hops cost.
@@ -308,6 +370,9 @@ def main() -> None:
         producer = Producer(settings.kafka, svc.bootstrap_servers, **{"linger.ms": 0})
         producer.produce(requests + ".dlq", b"warm-up")
         producer.flush()
+        from refluent.serving.service import settle_heap
+
+        settle_heap()  # the load generator's own collections would count as latency
         try:
             warm = phase(producer, requests, receiver, parent, 200, 2.0, "w", pids)
             deadline = time.perf_counter() + 20
@@ -324,6 +389,7 @@ def main() -> None:
             floor_receiver.close()
             main_phase = phase(producer, requests, receiver, parent, args.rate, args.seconds,
                                "m", pids)
+            http = http_phase(http_port, args.rate, args.seconds, pids)
             steps = []
             sustained = 0.0
             for k, rate in enumerate(float(r) for r in args.steps.split(",") if r):
@@ -359,6 +425,7 @@ def main() -> None:
             "broker_one_hop_cpu_percent": floor["cpu_percent"],
             "broker_one_hop_p50_ms": floor["p50_ms"],
             "broker_one_hop_p99_ms": floor["p99_ms"],
+            "http": http,
             "goal_p99_ms": 10.0,
             "goal_met": main_phase["p99_ms"] <= 10.0 and main_phase["drained"],
             "steps": steps,

@@ -63,7 +63,7 @@ def serve(
     s = settings()
     names = _names(models)
     bootstrap = resolve_bootstrap(s)
-    from refluent.serving.service import KafkaPredictionService, build_scorer
+    from refluent.serving.service import KafkaPredictionService, build_scorer, settle_heap
 
     scorer = build_scorer(s, models=names, views=views)
     if scorer.reader is not None:
@@ -77,13 +77,14 @@ def serve(
         from refluent.observability.metrics import serve_metrics
 
         serve_metrics(metrics_port)
+    settle_heap()  # start-up is done: keep full collections short (tail latency)
     stop = StopSignal()
     server: Any = None
     thread: threading.Thread | None = None
     publisher = None
     try:
         if not no_http:
-            server, thread, publisher = _start_http(s, bootstrap, scorer, host, port)
+            server, thread, publisher = start_http(s, bootstrap, scorer, host, port)
             console.print(f"HTTP (Open Inference Protocol v2) on "
                           f"http://{server.config.host}:{server.config.port}/v2")
         with stop.installed():
@@ -109,9 +110,10 @@ def serve(
         holder.close()
 
 
-def _start_http(s: Any, bootstrap: str, scorer: Any, host: str | None,
+def start_http(s: Any, bootstrap: str, scorer: Any, host: str | None,
                 port: int | None) -> tuple[Any, threading.Thread, Any]:
-    """Start uvicorn in a thread; returns the server, its thread and the publisher."""
+    """Start the HTTP front end (uvicorn in a thread) over ``scorer``; returns the server, its
+    thread and the publisher of its predictions. Set ``server.should_exit`` to stop it."""
     from refluent.errors import require
     from refluent.serving.http import HttpFrontEnd, create_app
     from refluent.serving.service import PredictionPublisher

@@ -35,6 +35,7 @@ from refluent.serving.service import (
     ScoreRequest,
     build_scorer,
     prediction_id,
+    settle_heap,
 )
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.redis import RedisOnlineStore
@@ -684,3 +685,24 @@ def test_build_scorer__a_policy_for_an_undeclared_view_is_a_config_error() -> No
     settings = Settings(serving={"view_policies": {"acct": "reject", "acount": "flag"}})
     with pytest.raises(ConfigError, match=r"view\(s\) acount .*declared: acct"):
         build_scorer(settings, views=[ACCT], registry=FakeRegistry())
+
+
+@pytest.mark.unit
+def test_settle_heap__frees_garbage_and_freezes_what_is_alive() -> None:
+    import gc
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    cycle = Node()
+    alive = [object()]
+    del cycle
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert not any(isinstance(o, Node) for o in gc.get_objects()), "garbage was frozen"
+        # Frozen objects leave the collector's generations.
+        assert all(o is not alive for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
