@@ -21,7 +21,10 @@ row, its label ``--delay`` rows later, spread over three partitions of each topi
   read script call, the join, the champion's answers, progressive metrics and ``learn_one``,
   and one atomic write script call;
 - ``service_path``: the same plus what the Kafka side does per record besides the broker:
-  decoding the JSON values with the contracts and the event-time merge.
+  decoding the JSON values with the contracts and the event-time merge;
+- ``learning_path_state_in_memory``: the learning path with the join's state in process
+  memory instead of Redis (what tests use; not durable): the difference to ``learning_path``
+  is the cost of the durable state, the rest is the join's and the learner's bookkeeping.
 
 Checkpoints are left out (they are lake commits, every ``feedback.checkpoint_every`` examples).
 ``--profile PATH`` adds one untimed run of the learning path under :mod:`cProfile` after the
@@ -166,7 +169,7 @@ def river_loop(data: list[tuple[dict[str, Any], Any]], delay: int, window: int
 
 def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch: int,
          window: int, *, decode: bool, lake: Path, prefix: str,
-         profile: cProfile.Profile | None = None) -> dict[str, Any]:
+         profile: cProfile.Profile | None = None, redis: bool = True) -> dict[str, Any]:
     registry = ModelRegistry(lake_catalog(f"sqlite:///{lake / 'catalog.db'}", lake.as_uri()))
     name = MODEL
     registry.register(name, RiverModel(make_model()), alias="champion")
@@ -174,8 +177,10 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
                                 early_label_wait_s=60)
     pool = LearnerPool(registry, settings, names=[name])
     pool.load()
-    store = RedisJoinStore(url, settings.pending_ttl_s, key_prefix=f"bench{prefix}")
-    store.setup()
+    store = None
+    if redis:
+        store = RedisJoinStore(url, settings.pending_ttl_s, key_prefix=f"bench{prefix}")
+        store.setup()
     join = FeedbackJoin.from_settings(settings, task_of=pool.task_of)
     processor = FeedbackProcessor(join, pool, store, group=f"bench-{prefix}",
                                   feedback_partitions=lambda: [(F, p) for p in range(PARTITIONS)])
@@ -201,7 +206,8 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
         profile.disable()
     champion = learner.champion
     assert champion is not None
-    store.close()
+    if store is not None:
+        store.close()
     registry.close()
     return {"seconds": round(seconds, 3), "examples_per_s": round(champion.examples / seconds),
             "examples": examples, "learned": champion.examples,
@@ -243,12 +249,13 @@ def main() -> int:
         for r in range(args.repeat):  # interleaved, best of each: the machine may be shared
             runs.setdefault("pvs", []).append(river_pvs(data, args.delay))
             runs.setdefault("same", []).append(river_loop(data, args.delay, args.window))
-            for name, decode in (("learning", False), ("service", True)):
+            for name, decode, redis in (("learning", False, True), ("service", True, True),
+                                        ("memory", False, False)):
                 lake = Path(tmp) / f"lake-{name}-{r}"
                 lake.mkdir()
                 runs.setdefault(name, []).append(ours(
                     url, recs, args.rows, args.batch, args.window, decode=decode, lake=lake,
-                    prefix=f"{name}{r}-{time.time_ns()}"))
+                    prefix=f"{name}{r}-{time.time_ns()}", redis=redis))
         if args.profile is not None:
             profile = cProfile.Profile()
             lake = Path(tmp) / "lake-profile"
@@ -256,9 +263,9 @@ def main() -> int:
             ours(url, recs, args.rows, args.batch, args.window, decode=False, lake=lake,
                  prefix=f"profile-{time.time_ns()}", profile=profile)
             profile.dump_stats(args.profile)
-        baseline, same, learning, service = (
+        baseline, same, learning, service, memory = (
             max(runs[k], key=lambda x: x["examples_per_s"])
-            for k in ("pvs", "same", "learning", "service"))
+            for k in ("pvs", "same", "learning", "service", "memory"))
     overhead = same["examples_per_s"] / learning["examples_per_s"]
     result = {
         "bench": "learning",
@@ -269,10 +276,12 @@ def main() -> int:
         "river_loop_same_metrics": same,
         "learning_path": learning,
         "service_path": service,
+        "learning_path_state_in_memory": memory,
         "overhead": round(overhead, 3),
         "overhead_vs_progressive_val_score": round(
             baseline["examples_per_s"] / learning["examples_per_s"], 3),
         "overhead_service_path": round(same["examples_per_s"] / service["examples_per_s"], 3),
+        "overhead_state_in_memory": round(same["examples_per_s"] / memory["examples_per_s"], 3),
         "accuracy_equal": learning["accuracy"] == baseline["accuracy"] == same["accuracy"],
         "goal": f"overhead <= {GOAL_OVERHEAD}",
         "goal_met": overhead <= GOAL_OVERHEAD,
