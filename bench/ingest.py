@@ -73,10 +73,10 @@ from refluent.streams.kafka import (
     Producer,
     TopicAdmin,
     fetched_high_watermarks,
-    partition_offsets,
 )
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import cpu_seconds
+from refluent.testing.kafka import topic_ends
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices, running_services
 
@@ -285,13 +285,6 @@ def cores(pin: bool) -> list[int | None]:
 # ---------------------------------------------------------------------------------------------
 
 
-def exact_ends(settings: Settings, topic: str) -> dict[int, int]:
-    """Per partition, the end of ``topic`` from a fetch response (exact on every broker, but
-    a fetch from the start of each partition: used once per phase, not for polling)."""
-    rows = partition_offsets(settings.kafka, settings.kafka.bootstrap_servers or "", topic)
-    return {int(r["partition"] or 0): int(r["high"] or 0) for r in rows}
-
-
 class Probe:
     """Cheap progress reads for polling: ListOffsets, OffsetFetch and one small fetch.
 
@@ -451,7 +444,7 @@ def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: P
                      "startup_s": round(first or 0, 2), "cpu_s": cpu,
                      "events_per_cpu_s": rate(work.events, cpu)}
 
-    ends = {t: exact_ends(settings, t) for t in work.sources + work.features}
+    ends = {t: topic_ends(settings, t) for t in work.sources + work.features}
     total = sum(sum(e.values()) for e in ends.values())
     lake = bench.lake(work, lake_core)
     secs, first = wait_for(progress, "lake (sources + features -> Iceberg)", total,
@@ -486,7 +479,7 @@ def end_to_end(bench: Bench, work: Workload, args: argparse.Namespace, progress:
     produced = time.perf_counter()
     wait_for(progress, "end to end: features topics", work.updates,
              lambda: features_produced(probe, work), procs, args.phase_timeout)
-    ends = {t: exact_ends(settings, t) for t in work.sources + work.features}
+    ends = {t: topic_ends(settings, t) for t in work.sources + work.features}
     total = sum(sum(e.values()) for e in ends.values())
     left = args.phase_timeout - (time.perf_counter() - started)
     wait_for(progress, "end to end: Redis", work.updates,

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import time
 from importlib import resources
 from typing import Any
 
@@ -28,9 +27,10 @@ from refluent.embedded import services
 from refluent.streams.contracts import CdcEnvelope
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import produce_jsonl, tail
-from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
+from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
+from refluent.testing.kafka import wait_until_committed
 
 SAMPLES = (("cdc.customers", "cdc_customers.jsonl"), ("cdc.orders", "cdc_orders.jsonl"),
            ("logs.app", "logs_app.jsonl"))
@@ -209,19 +209,10 @@ def _start_engine(settings: Settings) -> RefluentCommand:
 
 def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
                      engine: RefluentCommand) -> None:
-    """Until the engine's group has committed every source partition's high watermark."""
-    from refluent.errors import RefluentError
-
-    group = settings.processing.app_id
-    deadline = time.monotonic() + ENGINE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        engine.check_alive()
-        lag = sum(int(row["lag"] or 0) for topic in set(sources)
-                  for row in partition_offsets(settings.kafka, bootstrap, topic, group))
-        if lag == 0:
-            return
-        time.sleep(1.0)
-    raise RefluentError(f"the engine did not catch up within {ENGINE_TIMEOUT_S}s")
+    """Until the engine's group has committed every source partition's end."""
+    wait_until_committed(settings, bootstrap, sources, settings.processing.app_id,
+                         timeout_s=ENGINE_TIMEOUT_S, what="the engine",
+                         check=engine.check_alive, poll_s=1.0)
 
 
 def _show_lake(settings: Settings, console: Console) -> int:

@@ -172,16 +172,10 @@ def _predict(settings: Settings, bootstrap: str, console: Console, run: str
 def _wait_answered(settings: Settings, bootstrap: str, group: str) -> None:
     """Until the server's group has committed the end of inference.requests (it commits a
     batch only once its predictions and dead letters are acknowledged)."""
-    from refluent.streams.kafka import partition_offsets
+    from refluent.testing.kafka import wait_until_committed
 
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        rows = partition_offsets(settings.kafka, bootstrap, "inference.requests", group)
-        if all(row["lag"] == 0 for row in rows):
-            return
-        time.sleep(0.5)
-    raise RefluentError(f"the server did not answer every request within "
-                        f"{READY_TIMEOUT_S:.0f}s")
+    wait_until_committed(settings, bootstrap, ["inference.requests"], group,
+                         timeout_s=READY_TIMEOUT_S, what="the server")
 
 
 def _show_predictions(console: Console, predictions: list[Prediction]) -> None:

@@ -656,3 +656,12 @@ def partition_offsets(
             row["lag"] = high - (off if off >= 0 else low)
         rows.append(row)
     return rows
+
+
+def group_lag(settings: KafkaSettings, bootstrap_servers: str, topics: Iterable[str],
+              group_id: str) -> int:
+    """Records of ``topics`` the group has not committed yet (a partition without a committed
+    offset counts from its low watermark); 0 once the group committed every partition's end.
+    """
+    return sum(int(row["lag"] or 0) for topic in sorted(set(topics))
+               for row in partition_offsets(settings, bootstrap_servers, topic, group_id))

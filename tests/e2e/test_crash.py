@@ -48,9 +48,10 @@ from refluent.sinks.iceberg import (
 )
 from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.contracts import CdcEnvelope, LogEvent
-from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
+from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
+from refluent.testing.kafka import topic_ends
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices
 
@@ -191,8 +192,7 @@ class Crash:
 
     def ends(self, topic: str) -> dict[int, int]:
         """Per partition, the end of ``topic`` (the high watermark of a fetch: exact)."""
-        return {int(r["partition"] or 0): int(r["high"] or 0)
-                for r in partition_offsets(self.settings.kafka, self.bootstrap, topic)}
+        return topic_ends(self.settings, topic)
 
     def published(self) -> int:
         return sum(sum(self.ends(t).values()) for t in self.features)
