@@ -41,8 +41,6 @@ import os
 import platform
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +73,7 @@ from refluent.streams.kafka import (
     fetched_high_watermarks,
 )
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import cpu_seconds
+from refluent.testing.commands import RefluentCommand, cpu_seconds
 from refluent.testing.kafka import topic_ends
 from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices, running_services
@@ -207,7 +205,7 @@ class Bench:
     namespace: str
     key_prefix: str
     pin: bool
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[RefluentCommand] = field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -235,37 +233,29 @@ class Bench:
         return env
 
     def spawn(self, name: str, args: list[str], work: Workload, core: int | None
-              ) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "refluent.cli", *args]
-        if core is not None:
-            argv = ["taskset", "-c", str(core), *argv]
-        log = (self.root / f"{name}-{work.sfx}.log").open("ab")
-        proc = subprocess.Popen(argv, env=self.env(work), cwd=self.root, stdout=log,  # noqa: S603
-                                stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
+              ) -> RefluentCommand:
+        prefix = ["taskset", "-c", str(core)] if core is not None else []
+        cmd = RefluentCommand(f"{name}-{work.sfx}", args, self.env(work), self.root,
+                              prefix=prefix).start()
+        self.procs.append(cmd)
+        return cmd
 
-    def engine(self, work: Workload, core: int | None) -> subprocess.Popen[bytes]:
+    def engine(self, work: Workload, core: int | None) -> RefluentCommand:
         return self.spawn("engine", ["process"], work, core)
 
-    def lake(self, work: Workload, core: int | None) -> subprocess.Popen[bytes]:
+    def lake(self, work: Workload, core: int | None) -> RefluentCommand:
         return self.spawn("lake", ["sink", "lake", *work.sources, *work.features,
                                    "--group", f"lake-{work.sfx}"], work, core)
 
-    def online(self, work: Workload, core: int | None) -> subprocess.Popen[bytes]:
+    def online(self, work: Workload, core: int | None) -> RefluentCommand:
         return self.spawn("online", ["sink", "online", "--group", f"online-{work.sfx}"], work,
                           core)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for cmd in self.procs:
+            cmd.terminate()
+        for cmd in self.procs:
+            cmd.stop()
         self.procs.clear()
 
 
@@ -362,9 +352,9 @@ def online_applied(probe: Probe, work: Workload) -> int:
 
 
 def wait_for(progress: Progress, label: str, total: int, probe: Callable[[], int],
-             procs: list[subprocess.Popen[bytes]], timeout: float) -> tuple[float, float | None]:
+             procs: list[RefluentCommand], timeout: float) -> tuple[float, float | None]:
     """Poll ``probe`` until it reaches ``total``; returns (seconds, seconds to the first
-    progress). Raises if a process exits or ``timeout`` passes."""
+    progress). Raises if a command exits (with its output) or ``timeout`` passes."""
     task = progress.add_task(label, total=total)
     started = time.perf_counter()
     first: float | None = None
@@ -376,9 +366,8 @@ def wait_for(progress: Progress, label: str, total: int, probe: Callable[[], int
             first = now
         if done >= total:
             return now, first
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"{label}: a command exited with {dead[0].returncode}")
+        for cmd in procs:
+            cmd.check_alive()
         if now > timeout:
             break
         time.sleep(POLL_S)
@@ -437,7 +426,7 @@ def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: P
     engine = bench.engine(work, engine_core)
     secs, first = wait_for(progress, "engine (source -> features)", work.updates,
                            lambda: features_produced(probe, work), [engine], args.phase_timeout)
-    cpu = cpu_seconds(engine.pid)
+    cpu = cpu_seconds(engine.pid) if engine.pid is not None else None
     bench.stop_all()
     out["engine"] = {"seconds": round(secs, 2), "events_per_s": rate(work.events, secs),
                      "steady_events_per_s": rate(work.events, secs - (first or 0)),

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from refluent.errors import RefluentError
@@ -55,6 +55,13 @@ class RefluentCommand:
     cwd: Path
     proc: subprocess.Popen[bytes] | None = None
     kills: int = 0
+    prefix: list[str] = field(default_factory=list)
+    """Words run before the command (``["taskset", "-c", "1"]`` pins it to a core)."""
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the last start (None before)."""
+        return self.proc.pid if self.proc is not None else None
 
     @property
     def log(self) -> Path:
@@ -64,7 +71,7 @@ class RefluentCommand:
         """Start the command (a new process each call)."""
         with self.log.open("wb" if fresh_log else "ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "refluent.cli", *self.args], env=self.env,
+                [*self.prefix, sys.executable, "-m", "refluent.cli", *self.args], env=self.env,
                 cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
         return self
 
@@ -102,6 +109,12 @@ class RefluentCommand:
             self.stop()
             raise CommandError(self.name, f"still ran after {timeout:.0f}s",
                                self.output()) from None
+
+    def terminate(self) -> None:
+        """Send SIGTERM if it runs, without waiting (to stop several at once: ``terminate``
+        each, then :meth:`stop` each)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace_s``; the exit code (None if never started)."""

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,6 +22,7 @@ from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
 from refluent.streams.io import tail
 from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.commands import RefluentCommand
 from refluent.testing.runner import InMemoryRunner
 
 pytestmark = pytest.mark.integration
@@ -104,20 +102,9 @@ def setup(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path, dict[
     yield sfx, module, env
 
 
-def start(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    log = (cwd / "engine.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "refluent.cli", "process"], env=env,
-                            cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def engine(env: dict[str, str], cwd: Path) -> RefluentCommand:
+    """``refluent process`` with ``env``, its output in ``engine.log``."""
+    return RefluentCommand("engine", ["process"], env, cwd)
 
 
 def latest(settings: Settings, topic: str, expected: dict[str, FeatureUpdate],
@@ -181,7 +168,7 @@ def test_engine__matches_the_in_memory_runner(
     logs = log_events(300)
     orders, customers = cdc_events(120)
     port = free_port()
-    proc = start({**env, "REFLUENT_PROCESSING__METRICS_PORT": str(port)}, tmp_path)
+    cmd = engine({**env, "REFLUENT_PROCESSING__METRICS_PORT": str(port)}, tmp_path).start()
     try:
         produce(settings, f"logs.{sfx}", logs)
         produce(settings, f"cdc.orders_{sfx}", orders)
@@ -197,8 +184,8 @@ def test_engine__matches_the_in_memory_runner(
         assert f'refluent_feature_updates_total{{view="activity_{sfx}"}} 300.0' in text
         assert "refluent_engine_record_seconds_bucket" in text
     finally:
-        stop(proc)
-    assert proc.returncode == 0, (tmp_path / "engine.log").read_text()[-3000:]
+        code = cmd.stop()
+    assert code == 0, cmd.output(3000)
 
 
 def test_engine__kill_9_and_restart_gives_the_same_features(
@@ -207,20 +194,20 @@ def test_engine__kill_9_and_restart_gives_the_same_features(
     sfx, module, env = setup
     logs = log_events(600)
     orders, customers = cdc_events(200)
-    proc = start(env, tmp_path)
+    cmd = engine(env, tmp_path).start()
     try:
         produce(settings, f"logs.{sfx}", logs[:300])
         produce(settings, f"cdc.orders_{sfx}", orders[:100])
         produce(settings, f"cdc.customers_{sfx}", customers[:100])
         time.sleep(12)  # let it process part of the input
-        stop(proc, signal.SIGKILL)
+        cmd.kill9()
         produce(settings, f"logs.{sfx}", logs[300:])
         produce(settings, f"cdc.orders_{sfx}", orders[100:])
         produce(settings, f"cdc.customers_{sfx}", customers[100:])
-        proc = start(env, tmp_path)
+        cmd.start()
         runner = expected_online(module, [(f"logs.{sfx}", logs),
                                           (f"cdc.orders_{sfx}", orders),
                                           (f"cdc.customers_{sfx}", customers)])
         check(settings, runner, sfx)
     finally:
-        stop(proc)
+        cmd.stop()
