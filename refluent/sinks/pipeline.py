@@ -8,8 +8,10 @@ point, a restarted pipeline ends with the same rows and the same online values.
 
 Two standard pipelines:
 
-- :func:`lake_routes`: ``logs.*`` to ``raw_logs_<source>``, ``cdc.<table>`` to
-  ``cdc_<table>_changelog``, ``features.<view>`` to ``features_<view>_history``.
+- :func:`lake_routes` (the mapping follows each topic's contract in the catalog): ``logs.*`` to
+  ``raw_logs_<source>``, ``cdc.<table>`` to ``cdc_<table>_changelog``, ``features.<view>`` to
+  ``features_<view>_history``, the loop's topics (``predictions``, ``examples``) to tables of
+  their own name.
 - :func:`online_routes`: ``features.<view>`` to the Redis online store with each view's TTL.
 """
 
@@ -231,20 +233,29 @@ def lake_table_for(topic: str) -> str:
 
 def lake_routes(settings: Settings, topics: Sequence[str],
                 make_catalog: Callable[[], Any] | None = None) -> dict[str, list[Sink[Any]]]:
-    """An Iceberg sink per topic, with the mapping its kind of topic needs."""
+    """An Iceberg sink per topic, with the mapping its contract in the topic catalog needs:
+    CDC envelopes become a changelog table, feature updates a history table, predictions a
+    table with the features as served; other events (and topics the catalog does not know)
+    land as raw events."""
     from refluent.sinks import iceberg
+    from refluent.streams import contracts as c
+    from refluent.streams.errors import UnknownTopicError
 
     catalog = make_catalog or (lambda: iceberg.open_catalog(settings))
+    topic_catalog = TopicCatalog.from_settings(settings.topics)
     routes: dict[str, list[Sink[Any]]] = {}
     for topic in topics:
-        kind = topic.split(".", 1)[0]
+        try:
+            contract = topic_catalog.get(topic).contract
+        except UnknownTopicError:
+            contract = None
         mapping: iceberg.TableMapping
-        if kind == "cdc":
+        if contract is c.CdcEnvelope:
             pk = settings.topics.cdc_primary_keys.get(topic.removeprefix("cdc."), ["id"])
             mapping = iceberg.CdcChangelogTable(primary_key=tuple(pk))
-        elif kind == "features":
+        elif contract is c.FeatureUpdate:
             mapping = iceberg.FeatureHistoryTable()
-        elif topic == "predictions":
+        elif contract is c.Prediction:
             mapping = iceberg.PredictionsTable()
         else:
             mapping = iceberg.RawEventsTable()
