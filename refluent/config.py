@@ -188,6 +188,9 @@ class FeedbackSettings(_Component):
     """Label time minus prediction time above which a label is too late."""
     checkpoint_every: int = Field(default=1000, ge=1)
     """Examples between two checkpoints of a learning model."""
+    checkpoints_kept: int = Field(default=10, ge=0)
+    """Checkpoints kept per model version (the newest); older ones are deleted, rows and
+    artifacts, every this many checkpoints. 0 keeps every checkpoint."""
     rolling_window: int = Field(default=1000, ge=1)
     """Labels in the rolling metrics."""
     promotion_margin: float = Field(default=0.02, ge=0)

@@ -167,6 +167,25 @@ def rollback(
                   highlight=False)
 
 
+@models_app.command("prune")
+def prune(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    keep: Annotated[int, typer.Option(min=1, help="Newest checkpoints kept per version.")] = 10,
+    version: Annotated[int | None, typer.Option(help="Only this version.")] = None,
+) -> None:
+    """Delete all but the newest checkpoints of each version (rows, then artifacts)."""
+    pruned = _registry().prune_checkpoints(name, keep, version=version)
+    if not pruned:
+        console.print(f"{name}: nothing to prune (at most {keep} checkpoint(s) per version)")
+        return
+    by_version: dict[int, list[int]] = {}
+    for cp in pruned:
+        by_version.setdefault(cp.version, []).append(cp.seq)
+    for v, seqs in sorted(by_version.items()):
+        console.print(f"[green]✓[/] {name} v{v}: {len(seqs)} checkpoint(s) deleted "
+                      f"({seqs[0]}..{seqs[-1]}), the newest {keep} kept", highlight=False)
+
+
 def _parse_metrics(items: list[str] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items or []:

@@ -22,7 +22,10 @@ input topics, the examples learned and, in ``state``, its metrics (pickled River
 base64), so a restart resumes exactly where the checkpoint was. A member skips the events
 below its checkpoint's offsets (:meth:`LearningMember.accepts`): restarted from an older
 position, nothing is learned twice. A member never checkpointed is saved at the first
-opportunity, so its starting point is on record.
+opportunity, so its starting point is on record. Every ``feedback.checkpoints_kept``
+checkpoints of a version, the older ones are deleted
+(:meth:`~refluent.registry.ModelRegistry.prune_checkpoints`), so a model that learns for
+months does not pile up artifacts.
 
 :class:`LearnerPool` holds the learners of every model the service sees.
 """
@@ -202,18 +205,21 @@ class OnlineLearner:
         registry: The model registry.
         rolling_window: Labels in the rolling metrics.
         checkpoint_every: Examples between two checkpoints of a member.
+        checkpoints_kept: Checkpoints kept per version (0: all); pruned every this many.
         promotion_margin: See :func:`promotion_reason`.
         promotion_min_labels: See :func:`promotion_reason`.
         auto_promote: Promote challengers that win (else only report them).
     """
 
     def __init__(self, name: str, registry: ModelRegistry, *, rolling_window: int = 1000,
-                 checkpoint_every: int = 1000, promotion_margin: float = 0.02,
-                 promotion_min_labels: int = 500, auto_promote: bool = True) -> None:
+                 checkpoint_every: int = 1000, checkpoints_kept: int = 10,
+                 promotion_margin: float = 0.02, promotion_min_labels: int = 500,
+                 auto_promote: bool = True) -> None:
         self.name = name
         self.registry = registry
         self.rolling_window = rolling_window
         self.checkpoint_every = checkpoint_every
+        self.checkpoints_kept = checkpoints_kept
         self.promotion_margin = promotion_margin
         self.promotion_min_labels = promotion_min_labels
         self.auto_promote = auto_promote
@@ -228,6 +234,7 @@ class OnlineLearner:
         """A learner with the window, checkpoint and promotion settings of ``settings``."""
         return cls(name, registry, rolling_window=settings.rolling_window,
                    checkpoint_every=settings.checkpoint_every,
+                   checkpoints_kept=settings.checkpoints_kept,
                    promotion_margin=settings.promotion_margin,
                    promotion_min_labels=settings.promotion_min_labels, **kwargs)
 
@@ -380,6 +387,9 @@ class OnlineLearner:
         member.checkpoint_seq = checkpoint.seq
         member.checkpoint_seen = member.seen
         m.CHECKPOINTS.labels(self.name, member.key).inc()
+        kept = self.checkpoints_kept
+        if kept and checkpoint.seq % kept == 0:
+            self._prune(member.version.version, kept)
         row = MetricsRow(
             model=self.name, version=member.version.version, seq=checkpoint.seq,
             roles=member.roles, task=member.version.task, examples=member.examples,
@@ -388,6 +398,21 @@ class OnlineLearner:
             created_at=datetime.now(UTC), offsets=nested,
             values={(k, w): v for (k, w), v in member.metrics.values().items()})
         return checkpoint, row
+
+    def _prune(self, version: int, keep: int) -> None:
+        """Delete the version's checkpoints but the newest ``keep``; a failure is logged and
+        left for the next prune (learning goes on: the checkpoint itself was saved)."""
+        from refluent.registry import RegistryError
+
+        try:
+            pruned = self.registry.prune_checkpoints(self.name, keep, version=version)
+        except RegistryError as exc:
+            log.warning("could not prune the checkpoints of %s v%d: %s", self.name, version,
+                        exc)
+            return
+        if pruned:
+            log.info("pruned %d checkpoint(s) of %s v%d (up to %d)", len(pruned), self.name,
+                     version, pruned[-1].seq)
 
     def check_promotion(self) -> Promotion | None:
         """The best challenger that beats the champion (see :func:`promotion_reason`)."""

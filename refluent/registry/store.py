@@ -30,6 +30,9 @@ Guarantees:
   nothing changed, so a service can poll :meth:`ModelRegistry.revision` every couple of seconds.
 
 Each commit adds a snapshot: expire old ones and compact with ``refluent lake maintain``.
+Checkpoints pile up as a model learns: :meth:`ModelRegistry.prune_checkpoints` (``refluent
+models prune``; the feedback service does it as it checkpoints, ``feedback.checkpoints_kept``)
+deletes all but the newest of each version, rows first, then their artifacts.
 
 River artifacts are pickles: load only from a registry you trust.
 
@@ -92,6 +95,7 @@ try:
         CommitStateUnknownException,
         NoSuchTableError,
     )
+    from pyiceberg.expressions import In
     from pyiceberg.io import FileIO, load_file_io
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table
@@ -420,17 +424,29 @@ class ModelRegistry:
         """Append the rows ``make_rows`` builds from the table's current rows, in one commit;
         on a conflict re-read and rebuild. ``make_rows`` returns None when the table already
         holds the change (a commit whose outcome was unknown had landed)."""
+
+        def append(tx: Any, table: Table, current: list[Any]) -> bool:
+            rows = make_rows(current)
+            if rows is None:
+                return False
+            tx.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()),
+                      snapshot_properties={OPERATION_KEY: f"registry:{operation}"})
+            return True
+
+        self._change(key, append)
+
+    def _change(self, key: str, change: Callable[[Any, Table, list[Any]], bool]) -> None:
+        """One optimistic commit to ``key``: ``change`` puts it on a transaction, given the
+        table and its current rows (False: nothing to do); on a conflict the table is re-read
+        and ``change`` called again."""
         last = ""
         for attempt in range(1, self.commit_attempts + 1):
             with self._lock:
                 table = self._table(key)
-                rows = make_rows(self._rows(key, table))
-                if rows is None:
-                    return
-                data = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
                 try:
                     tx = transaction(table)
-                    tx.append(data, snapshot_properties={OPERATION_KEY: f"registry:{operation}"})
+                    if not change(tx, table, self._rows(key, table)):
+                        return
                     tx.commit_transaction()
                     return
                 except (CommitFailedException, CommitStateUnknownException) as exc:
@@ -777,6 +793,49 @@ class ModelRegistry:
         """Every checkpoint of a version, oldest first."""
         self.get(name, version)
         return [cp for cp, _ in self._checkpoints_of(name, version)]
+
+    def prune_checkpoints(self, name: str, keep: int, version: int | None = None
+                          ) -> list[Checkpoint]:
+        """Delete every checkpoint of ``name`` (of ``version`` only, when given) but the
+        ``keep`` newest of each version; returns the deleted ones, oldest first.
+
+        The rows go in one delete commit (re-read and retried when a concurrent commit lands
+        first), then their artifacts: a crash in between leaves unreferenced files, never a
+        row pointing to a missing file. The newest checkpoint of a version, the one a restart
+        resumes from, is always kept.
+
+        Raises:
+            RegistryDataError: ``keep`` is below 1.
+            UnknownModelError / UnknownModelVersionError: no such model or version.
+            RegistryCommitError: nothing was deleted.
+        """
+        if keep < 1:
+            raise RegistryDataError(f"checkpoints of {name!r} to keep", f"is {keep}, not >= 1")
+        versions = [version] if version is not None else [
+            v.version for v in self._versions_of(name)]
+        for v in versions:
+            self.get(name, v)
+        wanted = set(versions)
+        doomed: list[tuple[Checkpoint, str]] = []
+
+        def delete(tx: Any, _: Table, rows: list[tuple[Checkpoint, str]]) -> bool:
+            by_version: dict[int, list[tuple[Checkpoint, str]]] = {}
+            for cp, rid in rows:
+                if cp.name == name and cp.version in wanted:
+                    by_version.setdefault(cp.version, []).append((cp, rid))
+            doomed[:] = [r for mine in by_version.values()
+                         for r in sorted(mine, key=lambda r: r[0].seq)[:-keep]]
+            if not doomed:
+                return False
+            # pyiceberg types In by its pydantic fields, not its constructor's arguments.
+            ids = In("row_id", [rid for _, rid in doomed])  # type: ignore[call-arg,arg-type]
+            tx.delete(ids, snapshot_properties={OPERATION_KEY: "registry:prune"})
+            return True
+
+        self._change(CHECKPOINTS_TABLE, delete)
+        for cp, _ in doomed:
+            self._delete_artifact(cp.artifact_uri)
+        return sorted((cp for cp, _ in doomed), key=lambda cp: (cp.version, cp.seq))
 
     def load_checkpoint(self, checkpoint: Checkpoint) -> ServableModel:
         """The model as it was at ``checkpoint``.

@@ -84,6 +84,7 @@ class FakeRegistry:
         self.alias: dict[str, dict[str, int]] = {}
         self.ckpts: dict[tuple[str, int], list[Ckpt]] = {}
         self.promotions: list[tuple[str, int, str, str]] = []
+        self.prune_error: Exception | None = None
 
     def register(self, name: str, model: ServableModel, alias: str | None = None) -> Version:
         version = 1 + max((v for n, v in self.models if n == name), default=0)
@@ -133,10 +134,22 @@ class FakeRegistry:
         cps = self.ckpts.setdefault((name, version), [])
         stored_offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in orjson.loads(
             orjson.dumps(offsets, option=orjson.OPT_NON_STR_KEYS)).items()}
-        cp = Ckpt(name, version, len(cps) + 1, model.to_bytes(), stored_offsets, examples,
+        seq = cps[-1].seq + 1 if cps else 1
+        cp = Ckpt(name, version, seq, model.to_bytes(), stored_offsets, examples,
                   orjson.loads(orjson.dumps(state)), datetime.now(UTC))
         cps.append(cp)
         return cp
+
+    def prune_checkpoints(self, name: str, keep: int, version: int | None = None
+                          ) -> list[Ckpt]:
+        if self.prune_error is not None:
+            raise self.prune_error
+        pruned = []
+        for (n, v), cps in self.ckpts.items():
+            if n == name and version in (None, v) and len(cps) > keep:
+                pruned += cps[:-keep]
+                del cps[:-keep]
+        return pruned
 
     def promote(self, name: str, version: int, alias: str = "champion", *,
                 reason: str = "") -> None:
@@ -367,6 +380,36 @@ def test_checkpoint__stores_json_state_offsets_and_a_metrics_row() -> None:
         "accuracy")
     assert row.event_time == T0 + timedelta(seconds=31)
     assert proc.after_batch(force=True) == []  # nothing changed since
+
+
+def test_checkpoints__older_ones_are_pruned_every_checkpoints_kept(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from refluent.registry import RegistryCommitError
+
+    registry = FakeRegistry()
+    registry.register("m", RiverModel(logreg()), alias="champion")
+    proc, pool = processor(registry, settings(checkpoint_every=10, checkpoints_kept=3))
+    events = in_merge_order(qa_stream(phishing(120), 2))
+    seqs: list[list[int]] = []
+    for start in range(0, len(events), 20):
+        proc.process(events[start:start + 20])
+        proc.after_batch()
+        seqs.append([cp.seq for cp in registry.ckpts[("m", 1)]])
+    # Saved at 1, 2, 3, ...; at every third the older ones go and the newest 3 stay.
+    assert max(map(max, seqs)) >= 9
+    assert all(len(s) <= 3 + 2 for s in seqs)
+    assert all(s == list(range(s[0], s[-1] + 1)) for s in seqs), "the newest are kept"
+    # A failed prune is logged; learning and checkpoints go on.
+    registry.prune_error = RegistryCommitError("lake.model_checkpoints", 10, "conflict")
+    before = registry.ckpts[("m", 1)][-1].seq
+    more = in_merge_order(qa_stream(phishing(160), 2))[len(events):]
+    with caplog.at_level("WARNING"):
+        for start in range(0, len(more), 20):
+            proc.process(more[start:start + 20])
+            proc.after_batch()
+    assert registry.ckpts[("m", 1)][-1].seq > before
+    assert "could not prune the checkpoints of m v1" in caplog.text
+    assert pool.get("m").champion.examples == 160  # type: ignore[union-attr]
 
 
 def test_pool__starts_each_partition_at_the_lowest_member_checkpoint() -> None:

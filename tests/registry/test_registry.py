@@ -187,6 +187,63 @@ def test_checkpoint__save_and_load_give_the_same_predictions_and_offsets(
     assert registry.load("churn", version=1)[1].predict_many(ROWS) == learner.predict_many(ROWS)
 
 
+def test_prune_checkpoints__keeps_the_newest_per_version_and_deletes_rows_then_files(
+        registry: ModelRegistry) -> None:
+    registry.register("churn", _learned(5), alias="champion")
+    registry.register("churn", _learned(6))
+    model = _learned(5)
+    saved = {v: [registry.save_checkpoint("churn", v, model, offsets={"examples": {0: i}},
+                                          examples=i, state={}) for i in range(1, n + 1)]
+             for v, n in ((1, 5), (2, 2))}
+    with pytest.raises(RegistryDataError, match="checkpoints of 'churn' to keep.*is 0"):
+        registry.prune_checkpoints("churn", keep=0)
+    pruned = registry.prune_checkpoints("churn", keep=2)
+    assert [(cp.version, cp.seq) for cp in pruned] == [(1, 1), (1, 2), (1, 3)]
+    assert [cp.seq for cp in registry.checkpoints("churn", 1)] == [4, 5]
+    assert [cp.seq for cp in registry.checkpoints("churn", 2)] == [1, 2]
+    for cp in pruned:
+        assert not Path(urlsplit(cp.artifact_uri).path).exists(), cp.artifact_uri
+    for cp in saved[1][3:] + saved[2]:
+        assert Path(urlsplit(cp.artifact_uri).path).exists(), cp.artifact_uri
+    assert registry.prune_checkpoints("churn", keep=2) == []  # nothing left to do
+    # Sequence numbers go on after a prune; a restart resumes from the newest.
+    nxt = registry.save_checkpoint("churn", 1, model, offsets={"examples": {0: 9}}, examples=9,
+                                   state={})
+    assert nxt.seq == 6
+    assert registry.prune_checkpoints("churn", keep=1, version=1) == saved[1][3:]
+    assert registry.latest_checkpoint("churn", 1) == nxt
+    assert registry.load_checkpoint(nxt).predict_many(ROWS) == model.predict_many(ROWS)
+    with pytest.raises(UnknownModelVersionError):
+        registry.prune_checkpoints("churn", keep=1, version=7)
+
+
+def test_prune_checkpoints__alongside_a_process_that_checkpoints(lake: dict[str, str]) -> None:
+    writer, pruner = _registry(lake), _registry(lake)
+    writer.register("churn", _learned(5), alias="champion")
+    model = _learned(5)
+    errors: list[BaseException] = []
+
+    def checkpoint() -> None:
+        try:
+            for i in range(1, 9):
+                writer.save_checkpoint("churn", 1, model, offsets={"examples": {0: i}},
+                                       examples=i, state={})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=checkpoint)
+    thread.start()
+    pruned: list[int] = []
+    while thread.is_alive():
+        pruned += [cp.seq for cp in pruner.prune_checkpoints("churn", keep=2)]
+    thread.join()
+    pruned += [cp.seq for cp in pruner.prune_checkpoints("churn", keep=2)]
+    assert not errors, errors
+    left = [cp.seq for cp in pruner.checkpoints("churn", 1)]
+    assert left == [7, 8]
+    assert sorted(pruned) == [1, 2, 3, 4, 5, 6], "each checkpoint pruned once"
+
+
 def test_checkpoint__bad_input_is_refused(registry: ModelRegistry) -> None:
     registry.register("churn", _learned(5))
     onnx = onnx_mlp_regressor(FEATURES).model()
@@ -409,6 +466,12 @@ def test_cli__register_list_show_promote_rollback(lake: dict[str, str], tmp_path
     assert reg.get("churn", 2).parent == 1
     shown = cli("show", "churn", "--version", "1")
     assert "churn version 1" in shown and "source_file" in shown
+    learner = reg.load("churn", version=1)[1]
+    for i in range(4):
+        reg.save_checkpoint("churn", 1, learner, offsets={}, examples=i, state={})
+    assert "churn v1: 3 checkpoint(s) deleted (1..3), the newest 1 kept" in cli(
+        "prune", "churn", "--keep", "1")
+    assert "nothing to prune" in cli("prune", "churn", "--keep", "1", "--version", "1")
 
     bad = runner.invoke(models_app, ["show", "nope"])
     assert isinstance(bad.exception, UnknownModelError)
