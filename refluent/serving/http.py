@@ -363,11 +363,12 @@ class HttpFrontEnd:
         scorer: The scoring path.
         publisher: Where predictions are published; None publishes nothing.
         max_batch_size: Most rows per batch.
-        linger_s: Longest wait for more requests once a batch has one.
+        linger_s: Longest wait for more requests once a batch has one (0: a batch is what
+            queued up while the previous one was scored).
     """
 
     def __init__(self, scorer: Scorer, publisher: PredictionPublisher | None = None, *,
-                 max_batch_size: int = 64, linger_s: float = 0.002) -> None:
+                 max_batch_size: int = 64, linger_s: float = 0.0) -> None:
         self.scorer = scorer.with_source("http")
         self.publisher = publisher
         self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
