@@ -123,14 +123,15 @@ def _wait_ready(port: int, server: Any) -> None:
 def _predict(settings: Settings, bootstrap: str, console: Console, run: str
              ) -> list[Prediction]:
     rnd = random.Random(SEED)  # noqa: S311 - sample data, seeded
-    with console.status("waiting for the server to join its consumer group..."):
-        # One request first: the latencies below then leave the group join out.
-        with Producer(settings.kafka, bootstrap) as producer:
+    with Producer(settings.kafka, bootstrap) as producer:
+        with console.status("waiting for the server to join its consumer group..."):
+            # One request first: the latencies below then leave out the group join and this
+            # producer's own start (connection, producer id).
             warm = PredictionRequest(request_id=f"warm-up-{run}", model=MODEL, entity_id="1",
                                      features={"basket_value": 50.0})
             producer.produce("inference.requests", warm.model_dump_json().encode(), "1")
-        _wait_answered(settings, bootstrap, f"demo-serving-{run}")
-    with Producer(settings.kafka, bootstrap) as producer:
+            producer.flush()
+            _wait_answered(settings, bootstrap, f"demo-serving-{run}")
         started = time.monotonic()
         for i in range(REQUESTS):
             # Paced at RATE requests/s, so the latencies are those of a steady stream.
