@@ -165,6 +165,11 @@ class ModelHolder:
 
     # -- serving -----------------------------------------------------------------------------
 
+    def peek(self, name: str, version: int | None = None) -> LoadedModel | None:
+        """The model :meth:`get` would return if it is loaded already, else None; never
+        blocks (for an event loop: only a miss needs :meth:`get` in a worker thread)."""
+        return self._held.get((name, version))
+
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The model that scores the next batch for ``name`` (``version`` pins one).
 

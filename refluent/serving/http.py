@@ -505,8 +505,11 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
             return _error(f"request body is not JSON: {exc}", 400)
         try:
             pinned = _version(name, version)
-            # The feature order of an "input" matrix comes from the model being served.
-            loaded = await asyncio.to_thread(holder.get, name, pinned)
+            # The feature order of an "input" matrix comes from the model being served. A held
+            # model is a dict lookup; only a first request for it loads it, off the loop.
+            loaded = holder.peek(name, pinned)
+            if loaded is None:
+                loaded = await asyncio.to_thread(holder.get, name, pinned)
             rows, entities = parse_inputs(body, loaded.model.feature_names)
             wanted = _wanted_outputs(body)
         except UnknownServedModelError as exc:

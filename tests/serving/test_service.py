@@ -425,6 +425,11 @@ def test_holder__unknown_model_version_and_unnamed_models(env: Env) -> None:
     with pytest.raises(UnknownServedModelError) as info:
         open_holder.get("never-registered")
     assert info.value.reason == "unknown_model"
+    # peek never loads: None until a get() loaded the model, then the same object.
+    assert open_holder.peek("churn") is None and open_holder.peek("churn", 1) is None
+    loaded = open_holder.get("churn")
+    assert open_holder.peek("churn") is loaded
+    assert open_holder.peek("churn", 9) is None
 
 
 # ---------------------------------------------------------------------------------------------
