@@ -186,6 +186,24 @@ def prune(
                       f"({seqs[0]}..{seqs[-1]}), the newest {keep} kept", highlight=False)
 
 
+@models_app.command("gc")
+def gc_artifacts(
+    older_than_hours: Annotated[float, typer.Option(
+        min=0, help="Only files last modified this long ago (a registration may be writing "
+                    "a younger one).")] = 24.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, delete nothing.")] = False,
+) -> None:
+    """Delete artifact files no model version or checkpoint points to."""
+    from datetime import timedelta
+
+    paths = _registry().delete_orphan_artifacts(timedelta(hours=older_than_hours),
+                                                dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for path in paths:
+        console.print(f"  {path}", highlight=False)
+    console.print(f"[green]✓[/] {verb} {len(paths)} unreferenced artifact file(s)")
+
+
 def _parse_metrics(items: list[str] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items or []:

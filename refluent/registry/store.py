@@ -32,7 +32,9 @@ Guarantees:
 Each commit adds a snapshot: expire old ones and compact with ``refluent lake maintain``.
 Checkpoints pile up as a model learns: :meth:`ModelRegistry.prune_checkpoints` (``refluent
 models prune``; the feedback service does it as it checkpoints, ``feedback.checkpoints_kept``)
-deletes all but the newest of each version, rows first, then their artifacts.
+deletes all but the newest of each version, rows first, then their artifacts;
+:meth:`ModelRegistry.delete_orphan_artifacts` (``refluent models gc``) removes files no row
+points to.
 
 River artifacts are pickles: load only from a registry you trust.
 
@@ -61,7 +63,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -320,6 +322,11 @@ def holders(events: list[AliasEvent]) -> list[int]:
 class _Cached:
     snapshot_id: int | None
     rows: list[Any]
+
+
+ORPHAN_AGE = timedelta(days=1)
+"""Unreferenced artifacts younger than this are left alone (a registration may be between
+writing its artifact and committing its row)."""
 
 
 class ModelRegistry:
@@ -836,6 +843,28 @@ class ModelRegistry:
         for cp, _ in doomed:
             self._delete_artifact(cp.artifact_uri)
         return sorted((cp for cp, _ in doomed), key=lambda cp: (cp.version, cp.seq))
+
+    def delete_orphan_artifacts(self, older_than: datetime | timedelta = ORPHAN_AGE, *,
+                                dry_run: bool = False) -> list[str]:
+        """Delete the files under the artifact root that no version or checkpoint row points
+        to and that were last modified before ``older_than`` (a time, or an age): what a
+        registration or checkpoint that crashed before its commit, or a prune that crashed
+        before deleting its files, left behind. Younger files stay: an artifact is written
+        before its row is committed. Returns the paths deleted (or, with ``dry_run``, that
+        would be).
+
+        Raises:
+            ArtifactError: the artifact root cannot be listed.
+        """
+        from refluent.sinks.lake_maintenance import delete_unreferenced_files
+
+        referenced = {v.artifact_uri for v, _ in self._rows(VERSIONS_TABLE)}
+        referenced |= {cp.artifact_uri for cp, _ in self._rows(CHECKPOINTS_TABLE)}
+        try:
+            return delete_unreferenced_files(self.io, self.artifact_root, referenced,
+                                             older_than, dry_run=dry_run)
+        except OSError as exc:
+            raise ArtifactError(self.artifact_root, str(exc)) from exc
 
     def load_checkpoint(self, checkpoint: Checkpoint) -> ServableModel:
         """The model as it was at ``checkpoint``.

@@ -44,7 +44,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -309,8 +309,12 @@ def expire_snapshots(
 
 
 def _filesystem(table: Table) -> tuple[Any, str]:
-    location = table.location()
-    io = table.io
+    return _filesystem_at(table.io, table.location())
+
+
+def _filesystem_at(io: Any, location: str) -> tuple[Any, str]:
+    """The pyarrow filesystem ``io`` reaches ``location`` with (its credentials and endpoint),
+    and the location as a path on it."""
     if isinstance(io, PyArrowFileIO):
         scheme, netloc, path = io.parse_location(location)
         return io.fs_by_scheme(scheme, netloc), path
@@ -351,24 +355,48 @@ def delete_orphan_files(
     Returns:
         The paths deleted (or, with ``dry_run``, that would be).
     """
+    table.refresh()
+    referenced = reachable_files(table, table.metadata.snapshots) | live_metadata_files(table)
+    try:
+        return delete_unreferenced_files(table.io, table.location(), referenced, older_than,
+                                         dry_run=dry_run, now=now,
+                                         keep_names=("version-hint.text",))
+    except OSError as exc:
+        raise LakeMaintenanceError(_name(table), "delete orphan files", str(exc)) from exc
+
+
+def delete_unreferenced_files(
+    io: Any,
+    location: str,
+    referenced: Iterable[str],
+    older_than: datetime | timedelta = DEFAULT_ORPHAN_AGE,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    keep_names: Collection[str] = (),
+) -> list[str]:
+    """Delete the files under ``location`` (read through the FileIO ``io``) that are not in
+    ``referenced`` (locations) and were last modified before ``older_than``; files named as in
+    ``keep_names`` stay. Returns the paths deleted (or, with ``dry_run``, that would be).
+
+    Raises:
+        OSError: ``location`` cannot be listed (the message names it).
+    """
     from pyarrow import fs as pafs
 
     cutoff = _cutoff(older_than, now)
-    table.refresh()
-    referenced = reachable_files(table, table.metadata.snapshots) | live_metadata_files(table)
     keep = {_fs_path(p) for p in referenced}
-    filesystem, base = _filesystem(table)
+    filesystem, base = _filesystem_at(io, location)
     try:
         infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True,
                                                            allow_not_found=True))
     except OSError as exc:
-        raise LakeMaintenanceError(_name(table), "delete orphan files",
-                                   f"cannot list {base}: {exc}") from exc
+        raise OSError(f"cannot list {base}: {exc}") from exc
     orphans = []
     for info in infos:
         if info.type != pafs.FileType.File or info.path in keep:
             continue
-        if info.path.rsplit("/", 1)[-1] == "version-hint.text":
+        if info.path.rsplit("/", 1)[-1] in keep_names:
             continue
         mtime = info.mtime
         if mtime is None:

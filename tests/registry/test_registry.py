@@ -244,6 +244,37 @@ def test_prune_checkpoints__alongside_a_process_that_checkpoints(lake: dict[str,
     assert sorted(pruned) == [1, 2, 3, 4, 5, 6], "each checkpoint pruned once"
 
 
+def test_delete_orphan_artifacts__removes_old_unreferenced_files_only(
+        registry: ModelRegistry) -> None:
+    import os
+    import time
+
+    registry.register("churn", _learned(5), alias="champion")
+    model = _learned(5)
+    cps = [registry.save_checkpoint("churn", 1, model, offsets={}, examples=i, state={})
+           for i in range(3)]
+    pruned = registry.prune_checkpoints("churn", keep=1)
+    root = Path(urlsplit(registry.artifact_root).path)
+    stray = root / "churn" / "1" / "crashed-registration.pkl"
+    stray.write_bytes(b"half a model")
+    for cp in pruned:  # as if the prune had crashed before deleting its files
+        Path(urlsplit(cp.artifact_uri).path).write_bytes(b"old")
+    young = root / "churn" / "1" / "being-registered.pkl"
+    young.write_bytes(b"in flight")
+    old = time.time() - 2 * 24 * 3600
+    for path in [stray, *(Path(urlsplit(cp.artifact_uri).path) for cp in pruned)]:
+        os.utime(path, (old, old))
+    expected = sorted([str(stray), *(urlsplit(cp.artifact_uri).path for cp in pruned)])
+    assert registry.delete_orphan_artifacts(dry_run=True) == expected
+    assert stray.exists()
+    assert registry.delete_orphan_artifacts() == expected
+    assert not stray.exists() and young.exists(), "younger than a day: maybe in flight"
+    # Everything a row points to is still there and loads.
+    assert registry.load("churn")[1].predict_many(ROWS) == model.predict_many(ROWS)
+    assert Path(urlsplit(registry.get("churn", 1).artifact_uri).path).exists()
+    assert registry.load_checkpoint(cps[-1]).predict_many(ROWS) == model.predict_many(ROWS)
+
+
 def test_checkpoint__bad_input_is_refused(registry: ModelRegistry) -> None:
     registry.register("churn", _learned(5))
     onnx = onnx_mlp_regressor(FEATURES).model()
@@ -472,6 +503,13 @@ def test_cli__register_list_show_promote_rollback(lake: dict[str, str], tmp_path
     assert "churn v1: 3 checkpoint(s) deleted (1..3), the newest 1 kept" in cli(
         "prune", "churn", "--keep", "1")
     assert "nothing to prune" in cli("prune", "churn", "--keep", "1", "--version", "1")
+    stray = Path(urlsplit(reg.artifact_root).path) / "churn" / "stray.pkl"
+    stray.write_bytes(b"left by a crash")
+    assert "would delete 1 unreferenced artifact file(s)" in cli(
+        "gc", "--older-than-hours", "0", "--dry-run")
+    assert "would delete 0" in cli("gc", "--dry-run"), "younger than a day"
+    assert "deleted 1 unreferenced artifact file(s)" in cli("gc", "--older-than-hours", "0")
+    assert not stray.exists()
 
     bad = runner.invoke(models_app, ["show", "nope"])
     assert isinstance(bad.exception, UnknownModelError)
