@@ -23,6 +23,7 @@ from refluent.streams.io import tail
 from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
+from refluent.testing.kafka import wait_until_committed
 from refluent.testing.runner import InMemoryRunner
 
 pytestmark = pytest.mark.integration
@@ -137,7 +138,13 @@ def expected_online(module: Path, feeds: list[tuple[str, list[Any]]]) -> InMemor
     return runner
 
 
-def check(settings: Settings, runner: InMemoryRunner, sfx: str) -> None:
+def check(settings: Settings, runner: InMemoryRunner, sfx: str, cmd: RefluentCommand) -> None:
+    """Wait until the engine has committed all it was given (so it has started and created its
+    output topics, however slow the machine), then compare the latest update per entity."""
+    wait_until_committed(settings, settings.kafka.bootstrap_servers or "",
+                         [f"logs.{sfx}", f"cdc.orders_{sfx}", f"cdc.customers_{sfx}"],
+                         f"engine-test-{sfx}", timeout_s=180, what="the engine",
+                         check=cmd.check_alive)
     for view in ("activity", "orders", "customers"):
         name = f"{view}_{sfx}"
         expected = runner.online[name]
@@ -176,7 +183,7 @@ def test_engine__matches_the_in_memory_runner(
         runner = expected_online(module, [(f"logs.{sfx}", logs),
                                           (f"cdc.orders_{sfx}", orders),
                                           (f"cdc.customers_{sfx}", customers)])
-        check(settings, runner, sfx)
+        check(settings, runner, sfx, cmd)
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         text = scraped.decode()
         assert f'refluent_records_in_total{{group="engine-test-{sfx}",topic="logs.{sfx}"}} 300.0'\
@@ -208,6 +215,6 @@ def test_engine__kill_9_and_restart_gives_the_same_features(
         runner = expected_online(module, [(f"logs.{sfx}", logs),
                                           (f"cdc.orders_{sfx}", orders),
                                           (f"cdc.customers_{sfx}", customers)])
-        check(settings, runner, sfx)
+        check(settings, runner, sfx, cmd)
     finally:
         cmd.stop()
