@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import SecretStr
 
+from refluent.errors import require
 from refluent.feedback.base import (
     EPOCH,
     Joined,
@@ -651,70 +652,66 @@ COMMIT_SCRIPT = """
 local base = ARGV[1]
 local ttl = ARGV[2]
 local now = ARGV[3]
-local i = 4
-local n = tonumber(ARGV[i]); i = i + 1
-for j = 1, n do
-  local pid = ARGV[i]
-  local mode = ARGV[i + 1]
+local batch = cmsgpack.unpack(ARGV[4])
+local function int(n) return string.format('%d', n) end
+for _, p in ipairs(batch[1]) do
+  local pid = p[1]
+  local mode = p[2]
   local k = base .. 'p:' .. pid
   if mode == 'm' then
     if redis.call('EXISTS', k) == 1 then
-      redis.call('HSET', k, 'j', ARGV[i + 8])
+      redis.call('HSET', k, 'j', p[9])
     end
   else
-    redis.call('HSET', k, 'd', ARGV[i + 5], 's', ARGV[i + 6], 'a', ARGV[i + 7], 'j', ARGV[i + 8])
+    redis.call('HSET', k, 'd', p[6], 's', p[7], 'a', p[8], 'j', p[9])
     redis.call('PEXPIRE', k, ttl)
-  end
-  if mode == 'n' then
-    local ek = base .. 'e:' .. ARGV[i + 2]
-    redis.call('ZADD', ek, ARGV[i + 3], pid)
-    if ARGV[i + 4] ~= '' then
-      redis.call('ZREMRANGEBYSCORE', ek, '-inf', '(' .. ARGV[i + 4])
-      redis.call('PEXPIRE', ek, ttl)
+    if mode == 'n' then
+      local ek = base .. 'e:' .. p[3]
+      redis.call('ZADD', ek, int(p[4]), pid)
+      if p[5] then
+        redis.call('ZREMRANGEBYSCORE', ek, '-inf', '(' .. int(p[5]))
+        redis.call('PEXPIRE', ek, ttl)
+      end
     end
   end
-  i = i + 9
 end
-n = tonumber(ARGV[i]); i = i + 1
-for j = 1, n do
-  local ref = ARGV[i]
+for _, w in ipairs(batch[2]) do
+  local ref = w[1]
   local lk = base .. 'l:' .. ref
-  redis.call('HSET', lk, 'd', ARGV[i + 1], 's', ref, 'k', ARGV[i + 2], 'hk', ARGV[i + 3],
-             'dl', ARGV[i + 4], 'st', ARGV[i + 5], 'c', ARGV[i + 6])
+  redis.call('HSET', lk, 'd', w[2], 's', ref, 'k', w[3], 'hk', w[4], 'dl', int(w[5]),
+             'st', w[6], 'c', w[7])
   redis.call('PEXPIRE', lk, ttl)
-  if ARGV[i + 7] == '1' then
-    local tk = base .. 'w:' .. ARGV[i + 8]
+  if w[8] then
+    local tk = base .. 'w:' .. w[9]
     redis.call('SADD', tk, ref)
     redis.call('PEXPIRE', tk, ttl)
-    redis.call('ZADD', base .. 'wi', now, ARGV[i + 8])
+    redis.call('ZADD', base .. 'wi', now, w[9])
   end
-  local dk = base .. 'dl:' .. ARGV[i + 9]
-  if ARGV[i + 5] == 'waiting' then
-    redis.call('ZADD', dk, ARGV[i + 4], ref)
+  local dk = base .. 'dl:' .. w[10]
+  if w[6] == 'waiting' then
+    redis.call('ZADD', dk, int(w[5]), ref)
   else
     redis.call('ZREM', dk, ref)
   end
-  i = i + 10
 end
-n = tonumber(ARGV[i]); i = i + 1
-for j = 1, n do
-  redis.call('ZREM', base .. 'dl:' .. ARGV[i], ARGV[i + 1]); i = i + 2
+for _, o in ipairs(batch[3]) do
+  redis.call('ZREM', base .. 'dl:' .. o[1], o[2])
 end
-n = tonumber(ARGV[i]); i = i + 1
-if n > 0 then
-  local pk = base .. 'progress:' .. ARGV[i]; i = i + 1
-  for j = 1, n do
-    redis.call('HSET', pk, ARGV[i], ARGV[i + 1]); i = i + 2
-  end
+local n = 0
+for _, pair in ipairs(batch[5]) do
+  redis.call('HSET', base .. 'progress:' .. batch[4], pair[1], int(pair[2]))
+  n = n + 1
 end
 return n
 """
-"""ARGV: prefix, TTL ms, now ms; then counted records: predictions (id, mode: ``n`` new, ``f``
-whole, ``m`` only the joined mark; entity, time µs, prune-below µs (empty: the entity's index
-was pruned by an earlier record of the batch), value, source, answers, joined by); labels
-(source, value, key, has key, deadline µs, status, changed by, new, target,
-``topic:partition``); orphans (``topic:partition``, member); progress (count, group, then
-field/value pairs)."""
+"""ARGV: prefix, TTL ms, now ms, then the batch as one MessagePack array (one argument: the
+client packs it in C instead of one protocol argument per field) of: predictions (id, mode:
+``n`` new, ``f`` whole, ``m`` only the joined mark; entity, time µs, prune-below µs or false
+(the entity's index was pruned by an earlier record of the batch), value, source, answers,
+joined by); labels (source, value, key, has key ``1``/``0``, deadline µs, status, changed by,
+new, target, ``topic:partition``); orphans (``topic:partition``, member); the progress group;
+progress (field, offset) pairs. Integers are formatted in the script: Lua numbers are doubles
+and would otherwise reach Redis in ``%.14g``."""
 
 
 class RedisJoinStore:
@@ -1147,12 +1144,11 @@ class RedisJoinBatch(JoinState):
                 after a restart.
         """
         store = self.store
-        args: list[Any] = [self.base, store.ttl_ms, int(time.time() * 1000),
-                           len(self._dirty_preds)]
         ttl_us = store.ttl_us
         pruned: set[str] = set()
         preds = self._preds
         saved: list[PendingPrediction] = []
+        rows: list[list[Any]] = []
         for pid, flags in self._dirty_preds.items():
             p = preds[pid]
             assert p is not None  # noqa: S101 - only saved records are dirty
@@ -1161,31 +1157,27 @@ class RedisJoinBatch(JoinState):
             if flags & (_NEW | _FULL):
                 ts = p.ts_us
                 entity = p.prediction.entity_id
-                prune: int | str = ""
+                prune: int | bool = False
                 if flags & _NEW and entity not in pruned:
                     pruned.add(entity)
                     prune = ts - ttl_us
-                args.extend((pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
-                             p.source.text(), encode_answers(p.answers), joined))
+                rows.append([pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
+                             p.source.text(), encode_answers(p.answers), joined])
             else:
-                args.extend((pid, "m", "", "", "", "", "", "", joined))
-        args.append(len(self._dirty_labels))
+                rows.append([pid, "m", "", 0, False, "", "", "", joined])
+        labels: list[list[Any]] = []
         for ref, new in self._dirty_labels.items():
             w = self._labels[ref]
             assert w is not None  # noqa: S101 - only saved records are dirty
-            args += [ref.text(), w.raw or b"", w.key or b"", "1" if w.key is not None else "0",
-                     w.deadline_us, w.status,
-                     w.changed_by.text() if w.changed_by is not None else "",
-                     "1" if new else "0", label_target(w.feedback),
-                     f"{ref.topic}:{ref.partition}"]
-        args.append(len(self.orphans))
-        for ref in self.orphans:
-            args += [f"{ref.topic}:{ref.partition}", ref.text()]
-        args.append(len(progress or {}))
-        if progress:
-            args.append(group)
-            for (t, p_), o in progress.items():
-                args += [f"{t}:{p_}", o]
+            labels.append([ref.text(), w.raw or b"", w.key or b"",
+                           "1" if w.key is not None else "0", w.deadline_us, w.status,
+                           w.changed_by.text() if w.changed_by is not None else "", new,
+                           label_target(w.feedback), f"{ref.topic}:{ref.partition}"])
+        orphans = [[f"{ref.topic}:{ref.partition}", ref.text()] for ref in self.orphans]
+        pairs = [[f"{t}:{p_}", o] for (t, p_), o in (progress or {}).items()]
+        packb: Any = require("msgpack", "redis").packb  # type: ignore[attr-defined]
+        packed = packb([rows, labels, orphans, group, pairs], use_bin_type=False)
+        args = [self.base, store.ttl_ms, int(time.time() * 1000), packed]
         script = store._commit
         store._call("writing the batch", lambda: script(args=args))
         store.remember_all(saved)
