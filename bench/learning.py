@@ -19,7 +19,7 @@ row, its label ``--delay`` rows later, spread over three partitions of each topi
 - ``learning_path``: :class:`~refluent.feedback.service.FeedbackProcessor` over the decoded
   events in merge order, with the join's state in Redis: per batch of ``--batch`` events one
   read script call, the join, the champion's answers, progressive metrics and ``learn_one``,
-  and one atomic write script call;
+  and one atomic write script call (sent after the next batch's read, as the service does);
 - ``service_path``: the same plus what the Kafka side does per record besides the broker:
   decoding the JSON values with the contracts and the event-time merge;
 - ``learning_path_state_in_memory``: the learning path with the join's state in process
@@ -199,8 +199,9 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
     for s in range(0, len(events), batch):
         result = processor.process(events[s:s + batch])
         examples += len(result.examples)
-        processor.commit(result)
+        processor.commit(result, defer=True)  # as the service commits
         processor.after_batch()
+    processor.flush()
     seconds = time.perf_counter() - start
     if profile is not None:
         profile.disable()

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -86,6 +87,8 @@ if TYPE_CHECKING:
 
     from refluent.config import FeedbackSettings, Settings
     from refluent.serving.base import Task
+
+log = logging.getLogger(__name__)
 
 _US_PER_S = 1_000_000
 _ONE_US = timedelta(microseconds=1)
@@ -727,11 +730,12 @@ class RedisJoinStore:
 
     A batch costs one script call to read (:meth:`begin`; a second round trip only for waiting
     labels and entity predictions it has not seen) and one atomic script call to write
-    (:meth:`RedisJoinBatch.commit`), whatever its size. Pending predictions this process wrote
-    are also kept in an in-process cache of ``cache_size`` entries, so a label usually finds
-    its prediction without a read; Redis stays the truth (a restarted process starts with an
-    empty cache). The keys of one store must live on one Redis server or shard (the scripts
-    touch many keys atomically).
+    (:meth:`RedisJoinBatch.commit`), whatever its size; both go over one connection, in order,
+    and a deferred write runs while the next batch is processed (see :meth:`begin`). Pending
+    predictions this process wrote are also kept in an in-process cache of ``cache_size``
+    entries, so a label usually finds its prediction without a read; Redis stays the truth (a
+    restarted process, or one whose write failed, starts with an empty cache). The keys of one
+    store must live on one Redis server or shard (the scripts touch many keys atomically).
 
     Args:
         url: Redis URL (see :func:`refluent.sinks.redis.connect`).
@@ -759,8 +763,9 @@ class RedisJoinStore:
         """Targets (``p:<id>``, ``e:<entity>``) that have had a waiting label within the TTL;
         loaded at setup from the ``wi`` index and kept up to date by this process."""
         self._client: Redis | None = None
-        self._prefetch: Any = None
-        self._commit: Any = None
+        self._conn: Any = None
+        self._queued: _Committed | None = None
+        self._unanswered = 0
         self.predictions = JsonSerde(Prediction)
         self.feedback = JsonSerde(Feedback)
 
@@ -786,8 +791,6 @@ class RedisJoinStore:
 
         self._client = connect(self.url, self.password)
         self._call("connecting", lambda: self.client.ping())
-        self._prefetch = self.client.register_script(PREFETCH_SCRIPT)
-        self._commit = self.client.register_script(COMMIT_SCRIPT)
         self.load_waiting_index()
 
     def load_waiting_index(self) -> None:
@@ -814,11 +817,81 @@ class RedisJoinStore:
         return self._client
 
     def close(self) -> None:
-        """Close the connections and forget the cache."""
+        """Write what is still queued (a failure is logged), close the connections and forget
+        the cache."""
+        if self._client is not None and (self._queued is not None or self._unanswered):
+            try:
+                self.sync()
+            except FeedbackStoreError as exc:
+                log.warning("the last batch's join state was not written: %s", exc)
         self.cache.clear()
+        self._queued, self._unanswered = None, 0
+        if self._conn is not None and self._client is not None:
+            self._client.connection_pool.release(self._conn)
+        self._conn = None
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    # -- the ordered connection ----------------------------------------------------------------
+    # Batches read (prefetch script) and write (commit script) on one connection, so Redis runs
+    # them in the order they were sent; replies are read in that order.
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.client.connection_pool.get_connection()
+        return self._conn
+
+    def _send(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        conn = self._connection()
+        conn.send_packed_command(conn.pack_commands(commands))
+
+    def _read(self) -> Any:
+        return self._connection().read_response()
+
+    def _collect(self) -> None:
+        """Read the replies of the commits sent (a failed write raises here)."""
+        while self._unanswered:
+            self._unanswered -= 1
+            try:
+                self._call("writing a batch", self._read)
+            except FeedbackStoreError:
+                self._forget()
+                raise
+
+    def _forget(self) -> None:
+        """After a failed write: nothing cached can be trusted to be in Redis."""
+        self.cache.clear()
+        self._queued, self._unanswered = None, 0
+
+    def confirm(self) -> None:
+        """Wait until every commit sent so far is written (see :meth:`begin`).
+
+        Raises:
+            FeedbackStoreError: a write failed; nothing of that batch was written.
+        """
+        self._collect()
+
+    def sync(self) -> None:
+        """Send the queued commit, if any, and wait until everything committed is written.
+
+        Raises:
+            FeedbackStoreError: a write failed; nothing of that batch was written.
+        """
+        self._collect()
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            try:
+                self._call("writing a batch", lambda: self._send(
+                    [("EVAL", COMMIT_SCRIPT, 0, *queued.args)]))
+            except FeedbackStoreError:
+                self._forget()
+                raise
+            self._unanswered += 1
+            self._collect()
+
+    def pending_writes(self) -> bool:
+        """Whether a committed batch is not known to be written yet."""
+        return self._queued is not None or self._unanswered > 0
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
         from redis.exceptions import RedisError
@@ -861,12 +934,19 @@ class RedisJoinStore:
         """A state for ``events``: what they will look up is read now (see the class
         docstring).
 
+        A commit queued with ``RedisJoinBatch.commit(defer=True)`` is sent as soon as this
+        batch's read script has answered, on the same connection: Redis runs the write while
+        the batch is processed. What the queued batch wrote is then missing from the read; the
+        new batch takes it from the queued batch instead (its records, labels, targets, entity
+        entries and orphans take precedence over anything read). :meth:`confirm` waits for the
+        write.
+
         Args:
             events: The batch, in merge order.
             clock_us: The join's clock before the batch.
             feedback_partitions: Feedback partitions whose due labels the batch may expire.
         """
-        batch = RedisJoinBatch(self)
+        batch = RedisJoinBatch(self, self._queued)
         bound = max([clock_us or _NEVER] + [e.key[0] for e in events])
         batch.prefetch(events, bound, feedback_partitions)
         return batch
@@ -903,6 +983,20 @@ def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+@dataclass(slots=True)
+class _Committed:
+    """A committed batch's writes: the commit script's arguments, and what the next batch
+    takes from it while the write may not have run yet (see :meth:`RedisJoinStore.begin`)."""
+
+    args: list[Any]
+    preds: dict[str, PendingPrediction]
+    labels: dict[SourceRef, WaitingLabel]
+    new_refs: dict[str, set[SourceRef]]
+    """Per target, the labels that started waiting for it in the batch."""
+    new_by_entity: dict[str, dict[str, int]]
+    orphans: frozenset[SourceRef]
+
+
 class RedisJoinBatch(JoinState):
     """One batch's view of :class:`RedisJoinStore`: reads are served from what
     :meth:`prefetch` loaded (and, for anything it missed, fetched on demand); writes are kept
@@ -912,9 +1006,10 @@ class RedisJoinBatch(JoinState):
     dead-letters them by their coordinates.
     """
 
-    def __init__(self, store: RedisJoinStore) -> None:
+    def __init__(self, store: RedisJoinStore, previous: _Committed | None = None) -> None:
         self.store = store
         self.base = store.base
+        self._previous = previous
         self._preds: dict[str, PendingPrediction | None] = {}
         self._labels: dict[SourceRef, WaitingLabel | None] = {}
         # A target known to have no waiting label maps to the shared empty _NO_REFS.
@@ -922,10 +1017,25 @@ class RedisJoinBatch(JoinState):
         self._entity_pages: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self._new_by_entity: dict[str, dict[str, int]] = {}
         self._due: list[SourceRef] = []
+        self._carried: AbstractSet[SourceRef] = _NO_REFS
         self._dirty_preds: dict[str, int] = {}
         self._dirty_labels: dict[SourceRef, bool] = {}
         self.orphans: list[SourceRef] = []
         self._orphan_set: set[SourceRef] = set()
+        if previous is not None:  # its writes may not have run when this batch reads
+            self._preds.update(previous.preds)
+            self._labels.update(previous.labels)
+            self._new_by_entity = {e: dict(d) for e, d in previous.new_by_entity.items()}
+            self._carried = previous.labels.keys()
+            self._orphan_set = set(previous.orphans)
+
+    def _with_previous(self, target: str, refs: set[SourceRef]) -> set[SourceRef]:
+        """``refs`` read for ``target`` plus the labels the previous batch added to it."""
+        if self._previous is not None:
+            added = self._previous.new_refs.get(target)
+            if added:
+                refs |= added
+        return refs
 
     # -- reading -------------------------------------------------------------------------------
     def prefetch(self, events: Sequence[TimedEvent], clock_bound_us: int,
@@ -956,6 +1066,8 @@ class RedisJoinBatch(JoinState):
                 pages[(event.entity_id or "", e.key[0])] = None
         fetch = []
         for pid in pids:
+            if pid in self._preds:
+                continue  # written by the previous batch
             hit = cache.get(pid)
             if hit is not None:
                 self._preds[pid] = hit
@@ -969,15 +1081,31 @@ class RedisJoinBatch(JoinState):
         args.append(len(due))
         for suffix in due:
             args += [suffix, clock_bound_us]
-        script = self.store._prefetch
-        replies = self.store._call("reading the batch's state", lambda: script(args=args))
+        store = self.store
+        store._collect()
+        queued, store._queued = store._queued, None
+
+        def read() -> Any:
+            store._send([("EVAL", PREFETCH_SCRIPT, 0, *args)])
+            reply = store._read()
+            if queued is not None:
+                # Sent after the reply: Redis answers a pipeline only once it has run all of it.
+                store._send([("EVAL", COMMIT_SCRIPT, 0, *queued.args)])
+                store._unanswered += 1  # read by confirm()
+            return reply
+
+        try:
+            replies = store._call("reading the batch's state", read)
+        except FeedbackStoreError:
+            store._forget()
+            raise
         decode = self.store.decode_prediction
         preds = self._preds
         for pid, flat in zip(fetch, replies[0], strict=True):
             preds[pid] = decode(_pairs(flat)) if flat else None
         label_refs: set[SourceRef] = set()
         for target, members in zip(targets, replies[1], strict=True):
-            refs = {SourceRef.parse(m) for m in members}
+            refs = self._with_previous(target, {SourceRef.parse(m) for m in members})
             self._targets[target] = refs
             label_refs |= refs
         more_pids: set[str] = set()
@@ -1085,13 +1213,14 @@ class RedisJoinBatch(JoinState):
         key = f"{self.base}w:{target}"
         members = self.store._call("reading waiting labels",
                                    lambda: self.store.client.smembers(key))
-        return {SourceRef.parse(m) for m in members}
+        return self._with_previous(target, {SourceRef.parse(m) for m in members})
 
     def due_waiting(self, clock_us: int,
                     partitions: Collection[tuple[str, int]] | None = None) -> list[WaitingLabel]:
         """See :meth:`JoinState.due_waiting`: the due labels read by :meth:`prefetch` and the
         batch's own, still waiting."""
         refs = set(self._due) | {r for r, new in self._dirty_labels.items() if new}
+        refs |= self._carried  # the previous batch's labels, possibly not in the index yet
         out = []
         for ref in refs:
             if partitions is not None and (ref.topic, ref.partition) not in partitions:
@@ -1136,55 +1265,72 @@ class RedisJoinBatch(JoinState):
                 self._targets[target] = {label.source}
 
     def commit(self, progress: Mapping[tuple[str, int], int] | None = None,
-               group: str = "") -> None:
+               group: str = "", *, defer: bool = False) -> None:
         """Write the batch's changes (and ``progress`` for ``group``) in one atomic script.
+
+        Args:
+            progress: Next offset per input partition whose outputs are delivered.
+            group: The consumer group the progress belongs to.
+            defer: Queue the write: the next :meth:`RedisJoinStore.begin` sends it behind its
+                read (see there); :meth:`RedisJoinStore.confirm` or
+                :meth:`RedisJoinStore.sync` waits for it.
 
         Raises:
             FeedbackStoreError: Redis failed; nothing was written, and the batch is replayed
-                after a restart.
+                after a restart (with ``defer``, raised by the call that waits for it).
         """
         store = self.store
         ttl_us = store.ttl_us
         pruned: set[str] = set()
         preds = self._preds
-        saved: list[PendingPrediction] = []
+        saved: dict[str, PendingPrediction] = {}
+        new_by_entity: dict[str, dict[str, int]] = {}
         rows: list[list[Any]] = []
         for pid, flags in self._dirty_preds.items():
             p = preds[pid]
             assert p is not None  # noqa: S101 - only saved records are dirty
-            saved.append(p)
+            saved[pid] = p
             joined = p.joined_by.text() if p.joined_by is not None else ""
             if flags & (_NEW | _FULL):
                 ts = p.ts_us
                 entity = p.prediction.entity_id
                 prune: int | bool = False
-                if flags & _NEW and entity not in pruned:
-                    pruned.add(entity)
-                    prune = ts - ttl_us
+                if flags & _NEW:
+                    new_by_entity.setdefault(entity, {})[pid] = ts
+                    if entity not in pruned:
+                        pruned.add(entity)
+                        prune = ts - ttl_us
                 rows.append([pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
                              p.source.text(), encode_answers(p.answers), joined])
             else:
                 rows.append([pid, "m", "", 0, False, "", "", "", joined])
         labels: list[list[Any]] = []
+        written: dict[SourceRef, WaitingLabel] = {}
+        new_refs: dict[str, set[SourceRef]] = {}
         for ref, new in self._dirty_labels.items():
             w = self._labels[ref]
             assert w is not None  # noqa: S101 - only saved records are dirty
+            written[ref] = w
+            target = label_target(w.feedback)
+            if new:
+                new_refs.setdefault(target, set()).add(ref)
             labels.append([ref.text(), w.raw or b"", w.key or b"",
                            "1" if w.key is not None else "0", w.deadline_us, w.status,
                            w.changed_by.text() if w.changed_by is not None else "", new,
-                           label_target(w.feedback), f"{ref.topic}:{ref.partition}"])
+                           target, f"{ref.topic}:{ref.partition}"])
         orphans = [[f"{ref.topic}:{ref.partition}", ref.text()] for ref in self.orphans]
         pairs = [[f"{t}:{p_}", o] for (t, p_), o in (progress or {}).items()]
         packb: Any = require("msgpack", "redis").packb  # type: ignore[attr-defined]
         packed = packb([rows, labels, orphans, group, pairs], use_bin_type=False)
         args = [self.base, store.ttl_ms, int(time.time() * 1000), packed]
-        script = store._commit
-        store._call("writing the batch", lambda: script(args=args))
-        store.remember_all(saved)
-        for ref, new in self._dirty_labels.items():
-            label = self._labels[ref]
-            if new and label is not None:
-                store.waiting_targets.add(label_target(label.feedback))
+        if store._queued is not None:
+            store.sync()  # at most one batch waits to be sent
+        store._queued = _Committed(args, saved, written, new_refs, new_by_entity,
+                                   frozenset(self.orphans))
+        store.remember_all(saved.values())
+        store.waiting_targets.update(new_refs)
         self._dirty_preds.clear()
         self._dirty_labels.clear()
         self.orphans.clear()
+        if not defer:
+            store.sync()

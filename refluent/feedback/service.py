@@ -15,7 +15,11 @@ merge order), which benchmarks and tests drive directly.
 Per released batch: process every event; produce the examples and dead letters and flush the
 producer; commit the join's Redis writes together with the progress (the next offset of every
 input partition whose outputs are now delivered); then checkpoint the members that are due,
-append their rows to the lake table ``model_metrics``, and promote a winning challenger.
+append their rows to the lake table ``model_metrics``, and promote a winning challenger. The
+Redis write is sent right after the next batch's read and runs while that batch is processed
+(see :meth:`~refluent.feedback.join.RedisJoinStore.begin`); the next batch's outputs are
+produced only once it is confirmed, and an idle poll, a checkpoint, a rebalance and the stop
+send and confirm it at once.
 
 Delivery and restart. The service resumes from its own offsets, not from the group's: per
 partition the lowest offset of any learning member's latest checkpoint, else the progress
@@ -24,10 +28,10 @@ the run got to). Events between a checkpoint and a crash are read again:
 the join recognises what they already wrote (see :mod:`refluent.feedback.join`), each member
 skips the events its checkpoint holds, and outputs of events below the recorded progress are
 not produced again. So a restarted service ends with the models, metrics and examples of a run
-that never stopped; only a crash between a producer flush and the Redis commit that follows it
-repeats that one batch's examples and dead letters (at-least-once; examples are keyed by
-entity and carry their prediction id, which is unique per example). The group's offsets are
-committed for monitoring only.
+that never stopped; only a crash between a producer flush and the sending of the Redis write
+that follows it repeats that one batch's examples and dead letters (at-least-once; examples
+are keyed by entity and carry their prediction id, which is unique per example). The group's
+offsets are committed for monitoring only.
 
 Scale: the learners keep models in memory, so one member of the group should own every
 partition of both topics (run one replica per set of models).
@@ -236,6 +240,8 @@ class FeedbackProcessor:
             counter.inc(n)
         if join.clock_us is not None:
             m.JOIN_CLOCK.set(join.clock_us / 1e6)
+        if self.store is not None:
+            self.store.confirm()  # the previous batch's write, which ran meanwhile
         return result
 
     def _outcomes(self, joined: Sequence[Joined], rejected: Sequence[Rejected],
@@ -258,10 +264,20 @@ class FeedbackProcessor:
         if self._fresh(rejected.trigger):
             result.rejected.append(rejected)
 
-    def commit(self, result: BatchResult) -> None:
-        """Make the batch's join state durable with the progress (its outputs delivered)."""
+    def commit(self, result: BatchResult, *, defer: bool = False) -> None:
+        """Make the batch's join state durable with the progress (its outputs delivered).
+
+        With ``defer`` the write is sent with the next batch's read and runs while that batch
+        is processed; :meth:`process` waits for it before returning (so a failed write stops
+        the next batch's outputs) and :meth:`flush` waits for it now.
+        """
         if isinstance(result.state, RedisJoinBatch):
-            result.state.commit(self.positions, self.group)
+            result.state.commit(self.positions, self.group, defer=defer)
+
+    def flush(self) -> None:
+        """Wait until every committed batch is written to the store."""
+        if self.store is not None:
+            self.store.sync()
 
     def after_batch(self, *, force: bool = False) -> list[MetricsRow]:
         """Checkpoint the members that are due (every member that changed, with ``force``),
@@ -281,9 +297,11 @@ class FeedbackProcessor:
             for member in list(due) + leaving:
                 if force and member.checkpoint_seen == member.seen:
                     continue
+                self.flush()  # a checkpoint's offsets must not pass the store's state
                 rows.append(learner.checkpoint(member, self.positions, clock)[1])
             promotion = learner.check_promotion() if learner.auto_promote else None
             if promotion is not None:
+                self.flush()
                 self.stats.promotions += 1
                 for member in learner.promote(promotion):
                     rows.append(learner.checkpoint(member, self.positions, clock)[1])
@@ -456,6 +474,7 @@ class FeedbackService:
         assert self.processor is not None and self.processor.learners is not None  # noqa: S101
         store = self.processor.store
         checkpoints = self.processor.learners.start_offsets()
+        self.processor.flush()
         progress = store.progress(self.group) if store is not None else {}
         out: dict[tuple[str, int], int] = {}
         for tp in partitions:
@@ -481,6 +500,8 @@ class FeedbackService:
         self.merger.assign(keys)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if self.processor is not None:
+            self.processor.flush()  # the partitions' next owner reads what this one wrote
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._assigned -= set(keys)
         assert self.merger is not None  # noqa: S101 - set before the loop runs
@@ -520,6 +541,8 @@ class FeedbackService:
     def _on_idle(self) -> None:
         if self.merger is not None and len(self.merger):
             self._drain(self.merger.release(self._drained()))
+        if self.processor is not None:
+            self.processor.flush()  # no next batch to carry the last write
 
     def _before_close(self) -> None:
         merger = self.merger
@@ -529,6 +552,7 @@ class FeedbackService:
             self._drain(merger.release_all())
         elif len(merger):
             log.info("leaving %d buffered event(s) to the next run", len(merger))
+        self.processor.flush()
         if self.checkpoint_on_stop:
             self._write_rows(self.processor.after_batch(force=True))
 
@@ -563,7 +587,7 @@ class FeedbackService:
                              offset=ref.offset)
             stats.count_dead(error.reason)
         producer.flush()
-        processor.commit(result)
+        processor.commit(result, defer=True)
         self._write_rows(processor.after_batch())
 
     def _write_rows(self, rows: list[MetricsRow]) -> None:

@@ -5,6 +5,7 @@ in-memory one."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -478,10 +479,11 @@ def build_events(items: list[Spec]) -> list[TimedEvent]:
 
 
 def run_join(events: list[TimedEvent], state: JoinState | RedisJoinStore, wait_s: float,
-             batch: int = 7
+             batch: int = 7, defer: bool = False
              ) -> tuple[list[Any], dict[SourceRef, list[str]]]:
     """Process ``events`` and finally expire everything; returns the joins and, per label,
-    its outcomes."""
+    its outcomes. With ``defer``, each batch's Redis write is sent with the next batch's read
+    (as the service does)."""
     join = FeedbackJoin(early_label_wait_s=wait_s, max_label_delay_s=120)
     joins: list[Any] = []
     outcomes: dict[SourceRef, list[str]] = {e.source: [] for e in events if e.kind == "feedback"}
@@ -510,13 +512,14 @@ def run_join(events: list[TimedEvent], state: JoinState | RedisJoinStore, wait_s
                 record(join.on_feedback(view, e.event, e.source, e.raw, None))  # type: ignore[arg-type]
         for r in join.expire(view):
             outcomes[r.source].append(r.error.reason)
-        if view is not state:
-            view.commit()  # type: ignore[union-attr]
+        if isinstance(state, RedisJoinStore):
+            state.confirm()
+            view.commit(defer=defer)  # type: ignore[union-attr]
     join.clock_us = to_us(at(10_000))  # the end of time: every wait is over
     view = view_of([])
     for r in join.expire(view):
         outcomes[r.source].append(r.error.reason)
-    if view is not state:
+    if isinstance(state, RedisJoinStore):
         view.commit()  # type: ignore[union-attr]
     return joins, outcomes
 
@@ -544,8 +547,10 @@ def test_join_invariants__each_prediction_joined_at_most_once_and_no_label_lost(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("cache_size", [0, 1000])
+@pytest.mark.parametrize("defer", [False, True])
 def test_redis_store__gives_the_same_outcomes_as_the_memory_state(services: Any,
-                                                                  cache_size: int) -> None:
+                                                                  cache_size: int,
+                                                                  defer: bool) -> None:
     store = RedisJoinStore(services.redis_url, ttl_s=3600, key_prefix=f"t{uuid.uuid4().hex[:8]}",
                            page=2, cache_size=cache_size)
     store.setup()
@@ -559,8 +564,9 @@ def test_redis_store__gives_the_same_outcomes_as_the_memory_state(services: Any,
             # each round in its own key space: re-prefix the ids
             events = [_reprefix(e, f"r{round_}-") for e in events]
             memory = run_join(events, MemoryJoinState(), 5)
-            redis = run_join(events, store, 5)
+            redis = run_join(events, store, 5, defer=defer)
             assert redis == memory
+            assert not store.pending_writes()
     finally:
         store.close()
 
@@ -578,3 +584,62 @@ def _reprefix(e: TimedEvent, prefix: str) -> TimedEvent:
     source = SourceRef(prefix + e.source.topic, e.source.partition, e.source.offset)
     return TimedEvent(e.key, e.kind, ev, source, ev.model_dump_json().encode())
 
+
+
+def _event(ev: Prediction | Feedback, offset: int) -> TimedEvent:
+    topic, kind = (P, "prediction") if isinstance(ev, Prediction) else (F, "feedback")
+    return TimedEvent.of(kind, ev, SourceRef(topic, 0, offset),  # type: ignore[arg-type]
+                         ev.model_dump_json().encode())
+
+
+@pytest.mark.integration
+def test_redis_store__deferred_write__next_batch_sees_the_label_waiting_for_its_prediction(
+        services: Any) -> None:
+    # The second batch's read runs before the first batch's write: the label that started
+    # waiting in the first batch must still meet its prediction.
+    store = RedisJoinStore(services.redis_url, ttl_s=3600, key_prefix=f"t{uuid.uuid4().hex[:8]}")
+    store.setup()
+    try:
+        join = FeedbackJoin(early_label_wait_s=60, max_label_delay_s=3600)
+        early = _event(label(5, True, pid="p1"), 0)
+        view = store.begin([early], clock_us=join.clock_us)
+        assert join.on_feedback(view, early.event, early.source, early.raw,  # type: ignore[arg-type]
+                                None).waiting is not None
+        view.commit(defer=True)
+        late = _event(prediction("p1", 4), 0)
+        view = store.begin([late], clock_us=join.clock_us)
+        out = join.on_prediction(view, late.event, late.source, late.raw or b"")  # type: ignore[arg-type]
+        store.confirm()
+        assert [j.example.prediction_id for j in out.joined] == ["p1"]
+        view.commit()
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_redis_store__deferred_write__an_expired_label_record_is_dead_lettered_once(
+        services: Any) -> None:
+    # A waiting label's record expires (TTL) before its deadline: the batch that finds it due
+    # reports it as an orphan once, also when the next batch reads before that batch's write.
+    store = RedisJoinStore(services.redis_url, ttl_s=0.2, key_prefix=f"t{uuid.uuid4().hex[:8]}")
+    store.setup()
+    try:
+        join = FeedbackJoin(early_label_wait_s=60, max_label_delay_s=3600)
+        early = _event(label(5, True, pid="gone"), 0)
+        view = store.begin([early], clock_us=join.clock_us)
+        join.on_feedback(view, early.event, early.source, early.raw, None)  # type: ignore[arg-type]
+        view.commit()
+        time.sleep(0.5)  # the label's record expires; its deadline entry stays
+        orphans = []
+        for t in (100, 200):
+            ev = _event(prediction(f"x{t}", t), t)
+            view = store.begin([ev], clock_us=join.clock_us, feedback_partitions=[(F, 0)])
+            join.on_prediction(view, ev.event, ev.source, ev.raw or b"")  # type: ignore[arg-type]
+            join.expire(view, [(F, 0)])
+            orphans += view.orphans
+            store.confirm()
+            view.commit(defer=True)
+        store.sync()
+        assert orphans == [early.source]
+    finally:
+        store.close()
