@@ -21,7 +21,8 @@ row, its label ``--delay`` rows later, spread over three partitions of each topi
   read script call, the join, the champion's answers, progressive metrics and ``learn_one``,
   and one atomic write script call (sent after the next batch's read, as the service does);
 - ``service_path``: the same plus what the Kafka side does per record besides the broker:
-  decoding the JSON values with the contracts and the event-time merge;
+  decoding the JSON values with the contracts and the event-time merge, per poll of
+  ``--batch`` records;
 - ``learning_path_state_in_memory``: the learning path with the join's state in process
   memory instead of Redis (what tests use; not durable): the difference to ``learning_path``
   is the cost of the durable state, the rest is the join's and the learner's bookkeeping.
@@ -105,20 +106,24 @@ def records(data: list[tuple[dict[str, Any], Any]], delay: int, model: str
     return out
 
 
-def decode_and_merge(recs: list[tuple[str, int, int, bytes, bytes]]) -> list[TimedEvent]:
-    """What the Kafka side does per record: decode with the contract, merge by event time."""
+def decode_and_merge(recs: list[tuple[str, int, int, bytes, bytes]], chunk: int | None = None
+                     ) -> Iterator[list[TimedEvent]]:
+    """What the Kafka side does per record: decode with the contract, merge by event time.
+
+    Yields what the merge releases after each ``chunk`` records (as the service does per poll;
+    None: all at once)."""
     serdes: dict[str, JsonSerde[Any]] = {P: JsonSerde(Prediction), F: JsonSerde(Feedback)}
     kinds: dict[str, Any] = {P: "prediction", F: "feedback"}
     merger = EventTimeMerger(kinds)
     merger.assign([(t, p) for t in (P, F) for p in range(PARTITIONS)])
-    out: list[TimedEvent] = []
-    for topic, part, offset, key, value in recs:
-        event = serdes[topic].decode(value)
-        merger.push(TimedEvent.of(kinds[topic], event, SourceRef(topic, part, offset), value,
-                                  key))
-    out += merger.release()
-    out += merger.release_all()
-    return out
+    step = chunk or len(recs) or 1
+    for s in range(0, len(recs), step):
+        for topic, part, offset, key, value in recs[s:s + step]:
+            event = serdes[topic].decode(value)
+            merger.push(TimedEvent.of(kinds[topic], event, SourceRef(topic, part, offset),
+                                      value, key))
+        yield merger.release()
+    yield merger.release_all()
 
 
 def _freeze() -> None:
@@ -184,7 +189,7 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
     join = FeedbackJoin.from_settings(settings, task_of=pool.task_of)
     processor = FeedbackProcessor(join, pool, store, group=f"bench-{prefix}",
                                   feedback_partitions=lambda: [(F, p) for p in range(PARTITIONS)])
-    pre = None if decode else decode_and_merge(recs)
+    pre = None if decode else [e for part in decode_and_merge(recs) for e in part]
     learner = pool.get(name)
     assert learner is not None
     for member in learner.members.values():
@@ -193,14 +198,15 @@ def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch
     if profile is not None:
         profile.enable()
     start = time.perf_counter()
-    events = decode_and_merge(recs) if decode else pre
-    assert events is not None
+    # Decoding per poll of ``batch`` records, as the service does; else the prebuilt events.
+    released = decode_and_merge(recs, batch) if decode else [pre or []]
     examples = 0
-    for s in range(0, len(events), batch):
-        result = processor.process(events[s:s + batch])
-        examples += len(result.examples)
-        processor.commit(result, defer=True)  # as the service commits
-        processor.after_batch()
+    for events in released:
+        for s in range(0, len(events), batch):
+            result = processor.process(events[s:s + batch])
+            examples += len(result.examples)
+            processor.commit(result, defer=True)  # as the service commits
+            processor.after_batch()
     processor.flush()
     seconds = time.perf_counter() - start
     if profile is not None:
