@@ -4,11 +4,12 @@ in-memory one."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -592,28 +593,38 @@ def _event(ev: Prediction | Feedback, offset: int) -> TimedEvent:
                          ev.model_dump_json().encode())
 
 
+@contextlib.contextmanager
+def _waiting_label(services: Any, ttl_s: float, pid: str, *, defer: bool
+                   ) -> Iterator[tuple[RedisJoinStore, FeedbackJoin, TimedEvent]]:
+    """A store whose first batch is one label waiting for ``pid`` (its write deferred or
+    not)."""
+    store = RedisJoinStore(services.redis_url, ttl_s=ttl_s,
+                           key_prefix=f"t{uuid.uuid4().hex[:8]}")
+    store.setup()
+    try:
+        join = FeedbackJoin(early_label_wait_s=60, max_label_delay_s=3600)
+        early = _event(label(5, True, pid=pid), 0)
+        view = store.begin([early], clock_us=join.clock_us)
+        assert join.on_feedback(view, early.event, early.source, early.raw,  # type: ignore[arg-type]
+                                None).waiting is not None
+        view.commit(defer=defer)
+        yield store, join, early
+    finally:
+        store.close()
+
+
 @pytest.mark.integration
 def test_redis_store__deferred_write__next_batch_sees_the_label_waiting_for_its_prediction(
         services: Any) -> None:
     # The second batch's read runs before the first batch's write: the label that started
     # waiting in the first batch must still meet its prediction.
-    store = RedisJoinStore(services.redis_url, ttl_s=3600, key_prefix=f"t{uuid.uuid4().hex[:8]}")
-    store.setup()
-    try:
-        join = FeedbackJoin(early_label_wait_s=60, max_label_delay_s=3600)
-        early = _event(label(5, True, pid="p1"), 0)
-        view = store.begin([early], clock_us=join.clock_us)
-        assert join.on_feedback(view, early.event, early.source, early.raw,  # type: ignore[arg-type]
-                                None).waiting is not None
-        view.commit(defer=True)
+    with _waiting_label(services, 3600, "p1", defer=True) as (store, join, _):
         late = _event(prediction("p1", 4), 0)
         view = store.begin([late], clock_us=join.clock_us)
         out = join.on_prediction(view, late.event, late.source, late.raw or b"")  # type: ignore[arg-type]
         store.confirm()
         assert [j.example.prediction_id for j in out.joined] == ["p1"]
         view.commit()
-    finally:
-        store.close()
 
 
 @pytest.mark.integration
@@ -621,14 +632,7 @@ def test_redis_store__deferred_write__an_expired_label_record_is_dead_lettered_o
         services: Any) -> None:
     # A waiting label's record expires (TTL) before its deadline: the batch that finds it due
     # reports it as an orphan once, also when the next batch reads before that batch's write.
-    store = RedisJoinStore(services.redis_url, ttl_s=0.2, key_prefix=f"t{uuid.uuid4().hex[:8]}")
-    store.setup()
-    try:
-        join = FeedbackJoin(early_label_wait_s=60, max_label_delay_s=3600)
-        early = _event(label(5, True, pid="gone"), 0)
-        view = store.begin([early], clock_us=join.clock_us)
-        join.on_feedback(view, early.event, early.source, early.raw, None)  # type: ignore[arg-type]
-        view.commit()
+    with _waiting_label(services, 0.2, "gone", defer=False) as (store, join, early):
         time.sleep(0.5)  # the label's record expires; its deadline entry stays
         orphans = []
         for t in (100, 200):
@@ -641,5 +645,3 @@ def test_redis_store__deferred_write__an_expired_label_record_is_dead_lettered_o
             view.commit(defer=True)
         store.sync()
         assert orphans == [early.source]
-    finally:
-        store.close()
