@@ -27,6 +27,12 @@ def feedback(
         "--promote/--no-promote", help="Promote challengers that beat the champion.")] = True,
     metrics_port: Annotated[int, typer.Option(
         help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    predictions_topic: Annotated[str, typer.Option(
+        help="Topic of the predictions to join.")] = "predictions",
+    feedback_topic: Annotated[str, typer.Option(
+        help="Topic of the labels.")] = "feedback",
+    examples_topic: Annotated[str, typer.Option(
+        help="Topic the labelled examples go to.")] = "examples",
 ) -> None:
     """Join feedback to predictions, publish the examples and teach the online learners.
 
@@ -42,8 +48,10 @@ def feedback(
     from refluent.feedback.service import FeedbackService
 
     s = settings()
-    service = FeedbackService.from_settings(s, models=models, group=group, idle_s=idle_s,
-                                            auto_promote=promote)
+    service = FeedbackService.from_settings(
+        s, models=models, group=group, idle_s=idle_s, auto_promote=promote,
+        predictions_topic=predictions_topic, feedback_topic=feedback_topic,
+        examples_topic=examples_topic)
     service.ensure_topics()
     if metrics_port:
         from refluent.observability.metrics import serve_metrics

@@ -1,0 +1,196 @@
+"""``kill -9`` the feedback service while it learns: the champion ends as if nothing had
+crashed.
+
+``refluent feedback`` runs as a subprocess on the session's broker, Redis and lake catalog, over
+topics of its own. The stream is River's ``simulate_qa`` over ``N`` Phishing rows (cycled), each
+label ``DELAY`` questions after its prediction, all produced up front. Checkpoints come every
+``CHECKPOINT_EVERY`` examples, so a run is a string of lake commits with batches in between.
+Before each of ``KILLS`` kills the service is seen saving a new checkpoint; it is then killed
+after a seeded random pause and started again at once. A last run goes until it has caught up.
+
+At the end the champion's latest checkpoint has learned every example once, its progressive
+accuracy equals ``river.evaluate.progressive_val_score`` on the same stream and delay, exactly,
+and its probabilities equal River's model's. Every prediction has at least one example (a
+crash between a producer flush and the Redis write that follows repeats that batch's
+examples: at-least-once), and no label was dead-lettered (a replayed label is recognised, not
+taken for a duplicate).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream
+
+from refluent.config import Settings
+from refluent.embedded.services import check_lake
+from refluent.feedback.service import FeedbackService
+from refluent.online_learning.metrics import ProgressiveMetrics
+from refluent.registry import ModelRegistry
+from refluent.serving.river import RiverModel
+from refluent.streams.contracts import Feedback, LabeledExample, Prediction
+from refluent.streams.kafka import Producer
+from refluent.testing.commands import RefluentCommand
+from refluent.testing.kafka import read_all, topic_ends
+from refluent.testing.services import RunningServices
+
+pytestmark = pytest.mark.e2e
+
+N = 3000
+DELAY = 7
+KILLS = 3
+CHECKPOINT_EVERY = 50
+SEED = 20261206
+PROGRESS_S = 90.0
+"""Longest wait for a new checkpoint after a start (start-up and group join included)."""
+FINAL_S = 180.0
+"""Longest run of the last ``refluent feedback --until-caught-up``."""
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def logreg() -> Any:
+    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
+
+
+@dataclass
+class Run:
+    services: RunningServices
+    settings: Settings
+    registry: ModelRegistry
+    tag: str
+    cwd: Path
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        return f"predictions-{self.tag}", f"feedback-{self.tag}", f"examples-{self.tag}"
+
+    def command(self, *extra: str) -> RefluentCommand:
+        s = self.services
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
+        env.update({
+            "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
+            "REFLUENT_EMBEDDED__STATE_DIR": str(s.state_dir),
+            "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "REFLUENT_REDIS__URL": s.redis_url,
+            "REFLUENT_REDIS__KEY_PREFIX": f"t{self.tag}",
+            "REFLUENT_LAKE__CATALOG_URI": s.catalog_uri,
+            "REFLUENT_LAKE__WAREHOUSE": s.warehouse,
+            "REFLUENT_LAKE__NAMESPACE": self.settings.lake.namespace,
+            "REFLUENT_FEEDBACK__GROUP": f"feedback-{self.tag}",
+            "REFLUENT_FEEDBACK__CHECKPOINT_EVERY": str(CHECKPOINT_EVERY),
+        })
+        predictions, feedback, examples = self.topics
+        return RefluentCommand("feedback", [
+            "feedback", "--model", self.model, "--idle-s", "0.5",
+            "--predictions-topic", predictions, "--feedback-topic", feedback,
+            "--examples-topic", examples, *extra], env, self.cwd)
+
+    @property
+    def model(self) -> str:
+        return f"crash-{self.tag}"
+
+    def learned(self) -> int:
+        cp = self.registry.latest_checkpoint(self.model, 1)
+        return cp.examples if cp is not None else 0
+
+
+@pytest.fixture()
+def run(services: RunningServices, tmp_path: Path) -> Iterator[Run]:
+    tag = uuid.uuid4().hex[:10]
+    namespace = f"t_{tag}"
+    check_lake(services.catalog_uri, services.warehouse, namespace, create=True)
+    settings = services.settings(lake={"namespace": namespace}, redis={"key_prefix": f"t{tag}"})
+    r = Run(services, settings, ModelRegistry.from_settings(settings), tag, tmp_path)
+    predictions, feedback, examples = r.topics
+    FeedbackService(settings, services.bootstrap_servers, services.redis_url,
+                    predictions_topic=predictions, feedback_topic=feedback,
+                    examples_topic=examples).ensure_topics()
+    yield r
+    r.registry.close()
+
+
+def qa_records(data: list[tuple[dict[str, Any], Any]], model: str, predictions: str,
+               feedback: str) -> list[tuple[str, bytes, str]]:
+    out = []
+    for i, x, y in stream.simulate_qa(data, None, DELAY):
+        if y is None:
+            p = Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
+                           model_version="1", entity_id=f"e{i % 29}", features=x,
+                           ts=T0 + timedelta(seconds=i))
+            out.append((predictions, p.model_dump_json().encode(), p.entity_id))
+        else:
+            f = Feedback(prediction_id=f"p{i}", label=y,
+                         event_time=T0 + timedelta(seconds=i + DELAY))
+            out.append((feedback, f.model_dump_json().encode(), f"p{i}"))
+    return out
+
+
+def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
+    """Wait until the service saves a checkpoint past ``after`` examples (or has learned
+    everything: a fast machine may finish before the last kill); its examples."""
+    deadline = time.monotonic() + PROGRESS_S
+    while time.monotonic() < deadline:
+        cmd.check_alive()
+        learned = run.learned()
+        if learned > after or learned >= N:
+            return learned
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint past {after} examples in {PROGRESS_S:.0f}s:\n"
+                         f"{cmd.output(3000)}")
+
+
+def test_feedback__kill_9_while_learning_learns_every_example_once(run: Run) -> None:
+    data = list(itertools.islice(itertools.cycle(datasets.Phishing()), N))
+    predictions, feedback, examples = run.topics
+    records = qa_records(data, run.model, predictions, feedback)
+    run.registry.register(run.model, RiverModel(logreg()), alias="champion")
+    with Producer(run.settings.kafka, run.services.bootstrap_servers) as producer:
+        for topic, value, key in records:
+            producer.produce(topic, value, key)
+
+    rng = random.Random(SEED)
+    cmd = run.command().start(fresh_log=True)
+    learned = 0
+    try:
+        for _ in range(KILLS):
+            learned = wait_for_checkpoint(run, cmd, learned)
+            time.sleep(rng.uniform(0.0, 0.6))
+            cmd.kill9()
+            cmd.start()
+        cmd.stop()
+        last = run.command("--until-caught-up").start()
+        code = last.wait(FINAL_S)
+        assert code == 0, last.output(3000)
+    finally:
+        cmd.stop()
+    assert cmd.kills == KILLS
+
+    cp = run.registry.latest_checkpoint(run.model, 1)
+    assert cp is not None
+    measured = ProgressiveMetrics.from_state(cp.state["metrics"])
+    reference = logreg()
+    expected = evaluate.progressive_val_score(data, reference, metrics.Accuracy(), delay=DELAY)
+    assert cp.examples == N
+    assert measured.labels == N
+    assert measured.get("accuracy") == expected.get()  # exact: nothing learned twice or lost
+    probe = data[11][0]
+    assert run.registry.load_checkpoint(cp).predict_one(probe).probabilities == {
+        str(k): v for k, v in reference.predict_proba_one(probe).items()}
+
+    held = sum(topic_ends(run.settings, examples).values())
+    produced = Counter(LabeledExample.model_validate_json(r.value or b"").prediction_id
+                       for r in read_all(run.settings, examples, held, timeout=5.0))
+    assert set(produced) == {f"p{i}" for i in range(N)}
+    assert sum(topic_ends(run.settings, f"{feedback}.dlq").values()) == 0
