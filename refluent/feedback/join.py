@@ -90,6 +90,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WRITE_RETRIES = 3
+"""Retries of a batch's read or write on a new connection after a connection error."""
+
 _US_PER_S = 1_000_000
 _ONE_US = timedelta(microseconds=1)
 _BOOL_TEXT = {"true": True, "false": False}
@@ -765,7 +768,9 @@ class RedisJoinStore:
         self._client: Redis | None = None
         self._conn: Any = None
         self._queued: _Committed | None = None
-        self._unanswered = 0
+        self._inflight: tuple[_Committed, bool] | None = None
+        """The write handed to the ordered connection and not confirmed, and whether it was
+        sent (a send that failed is retried by the confirmation)."""
         self.predictions = JsonSerde(Prediction)
         self.feedback = JsonSerde(Feedback)
 
@@ -819,13 +824,13 @@ class RedisJoinStore:
     def close(self) -> None:
         """Write what is still queued (a failure is logged), close the connections and forget
         the cache."""
-        if self._client is not None and (self._queued is not None or self._unanswered):
+        if self._client is not None and self.pending_writes():
             try:
                 self.sync()
             except FeedbackStoreError as exc:
                 log.warning("the last batch's join state was not written: %s", exc)
         self.cache.clear()
-        self._queued, self._unanswered = None, 0
+        self._queued = self._inflight = None
         if self._conn is not None and self._client is not None:
             self._client.connection_pool.release(self._conn)
         self._conn = None
@@ -848,23 +853,74 @@ class RedisJoinStore:
     def _read(self) -> Any:
         return self._connection().read_response()
 
-    def _collect(self) -> None:
-        """Read the replies of the commits sent (a failed write raises here)."""
-        while self._unanswered:
-            self._unanswered -= 1
+    def _ordered(self, doing: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the ordered connection, retried on a new connection after a connection
+        error or timeout (``WRITE_RETRIES`` times, with backoff), as the client retries its own
+        commands; ``fn`` must be safe to run again (reads, and writes, which are idempotent).
+
+        Raises:
+            FeedbackStoreError: it still failed, or Redis answered with an error.
+        """
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        for attempt in range(WRITE_RETRIES + 1):
             try:
-                self._call("writing a batch", self._read)
-            except FeedbackStoreError:
-                self._forget()
-                raise
+                return fn()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._connection().disconnect()
+                if attempt == WRITE_RETRIES:
+                    raise FeedbackStoreError(self.name, doing,
+                                             f"{type(exc).__name__}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
+            except RedisError as exc:
+                raise FeedbackStoreError(self.name, doing,
+                                         f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, committed: _Committed, sent: bool) -> None:
+        """Confirm ``committed`` (sending it first unless ``sent``); after a connection error it
+        is sent again, since it may or may not have run: the write is idempotent."""
+        state = {"sent": sent}
+
+        def run() -> None:
+            if not state["sent"]:
+                self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
+            state["sent"] = False  # a retry sends it again
+            self._read()
+
+        try:
+            self._ordered("writing a batch", run)
+        except FeedbackStoreError:
+            self._forget()
+            raise
+
+    def _hand_over(self, committed: _Committed) -> None:
+        """Send ``committed`` without waiting for it (:meth:`confirm` does)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
+            self._inflight = (committed, True)
+        except (RedisConnectionError, RedisTimeoutError):
+            self._connection().disconnect()
+            self._inflight = (committed, False)  # confirm() sends it again
+
+    def _collect(self) -> None:
+        """Confirm the write handed over, if any (a failed write raises here)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self._write(*inflight)
 
     def _forget(self) -> None:
         """After a failed write: nothing cached can be trusted to be in Redis."""
         self.cache.clear()
-        self._queued, self._unanswered = None, 0
+        self._queued = self._inflight = None
 
     def confirm(self) -> None:
-        """Wait until every commit sent so far is written (see :meth:`begin`).
+        """Wait until the write sent with the last :meth:`begin` is done.
 
         Raises:
             FeedbackStoreError: a write failed; nothing of that batch was written.
@@ -880,18 +936,11 @@ class RedisJoinStore:
         self._collect()
         queued, self._queued = self._queued, None
         if queued is not None:
-            try:
-                self._call("writing a batch", lambda: self._send(
-                    [("EVAL", COMMIT_SCRIPT, 0, *queued.args)]))
-            except FeedbackStoreError:
-                self._forget()
-                raise
-            self._unanswered += 1
-            self._collect()
+            self._write(queued, sent=False)
 
     def pending_writes(self) -> bool:
         """Whether a committed batch is not known to be written yet."""
-        return self._queued is not None or self._unanswered > 0
+        return self._queued is not None or self._inflight is not None
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
         from redis.exceptions import RedisError
@@ -1087,18 +1136,16 @@ class RedisJoinBatch(JoinState):
 
         def read() -> Any:
             store._send([("EVAL", PREFETCH_SCRIPT, 0, *args)])
-            reply = store._read()
-            if queued is not None:
-                # Sent after the reply: Redis answers a pipeline only once it has run all of it.
-                store._send([("EVAL", COMMIT_SCRIPT, 0, *queued.args)])
-                store._unanswered += 1  # read by confirm()
-            return reply
+            return store._read()
 
         try:
-            replies = store._call("reading the batch's state", read)
+            replies = store._ordered("reading the batch's state", read)
         except FeedbackStoreError:
             store._forget()
             raise
+        if queued is not None:
+            # Sent after the read's reply: Redis answers a pipeline only once it ran all of it.
+            store._hand_over(queued)
         decode = self.store.decode_prediction
         preds = self._preds
         for pid, flat in zip(fetch, replies[0], strict=True):

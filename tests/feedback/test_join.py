@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -645,3 +646,29 @@ def test_redis_store__deferred_write__an_expired_label_record_is_dead_lettered_o
             view.commit(defer=True)
         store.sync()
         assert orphans == [early.source]
+
+
+@pytest.mark.integration
+def test_redis_store__deferred_write__survives_a_dropped_connection(services: Any) -> None:
+    # The connection drops between handing the write over and confirming it: the write is sent
+    # again on a new connection (it is idempotent), and a new process finds the label waiting.
+    with _waiting_label(services, 3600, "p1", defer=True) as (store, join, _):
+        other = _event(prediction("p0", 4), 0)
+        view = store.begin([other], clock_us=join.clock_us)  # hands the label's write over
+        redis_lib.Redis.from_url(services.redis_url).client_kill_filter(_type="normal",
+                                                                        skipme=True)
+        join.on_prediction(view, other.event, other.source, other.raw or b"")  # type: ignore[arg-type]
+        store.confirm()
+        view.commit()
+        assert not store.pending_writes()
+
+        fresh = RedisJoinStore(services.redis_url, ttl_s=3600,
+                               key_prefix=store.base.removesuffix(":fb:"))
+        fresh.setup()
+        try:
+            late = _event(prediction("p1", 4), 1)
+            view = fresh.begin([late], clock_us=join.clock_us)
+            out = join.on_prediction(view, late.event, late.source, late.raw or b"")  # type: ignore[arg-type]
+            assert [j.example.prediction_id for j in out.joined] == ["p1"]
+        finally:
+            fresh.close()
