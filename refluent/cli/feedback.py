@@ -60,7 +60,8 @@ def feedback(
     console.print(f"feedback join on {service.bootstrap_servers}: {service.predictions_topic} + "
                   f"{service.feedback_topic} -> {service.examples_topic} "
                   f"(group {service.group})")
-    stats = service.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
+    stats = service.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up,
+                        settle_heap=True)
     table = Table(title="Feedback run")
     table.add_column("count")
     table.add_column("value", justify="right")

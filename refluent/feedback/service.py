@@ -399,9 +399,14 @@ class FeedbackService:
 
     # -- running ---------------------------------------------------------------------------
     def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
-            idle_timeout: float | None = None, until_caught_up: bool = False) -> FeedbackStats:
+            idle_timeout: float | None = None, until_caught_up: bool = False,
+            settle_heap: bool = False) -> FeedbackStats:
         """Consume, join and learn until stopped (see :meth:`ConsumerLoop.run` for the stop
         conditions); returns the run's counts.
+
+        With ``settle_heap`` the objects alive once everything is set up (libraries, models,
+        the registry's tables) are moved out of the garbage collector's reach before the first
+        record (:func:`refluent.serving.service.settle_heap`): for a long-running process.
 
         Raises:
             FeedbackStoreError: Redis failed (nothing of the batch in hand is committed).
@@ -442,6 +447,10 @@ class FeedbackService:
                 [self.predictions_topic, self.feedback_topic], batch_size=self.batch_size,
                 start_offsets=self._start_offsets, on_assign=self._on_assign,
                 on_revoke=self._on_revoke)
+            if settle_heap:
+                from refluent.serving.service import settle_heap as settle
+
+                settle()
             loop_stats = self._loop.run(
                 self._handle, stop=stop, max_records=max_records, idle_timeout=idle_timeout,
                 on_idle=self._on_idle, before_close=self._before_close,
