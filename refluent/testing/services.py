@@ -53,6 +53,32 @@ class RunningServices:
         }
         return Settings(**values)
 
+    def command_env(self, *, namespace: str, key_prefix: str | None = None,
+                    state_dir: Path | None = None, **extra: str) -> dict[str, str]:
+        """The environment of a ``refluent`` subprocess on these services.
+
+        This process's environment without its ``REFLUENT_*`` variables (but the config file,
+        ``REFLUENT_CONFIG``), plus the services' addresses, a short group session timeout, the
+        lake ``namespace``, the Redis ``key_prefix``, the embedded ``state_dir`` (default:
+        the services') and ``extra`` (full variable names).
+        """
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
+        if "REFLUENT_CONFIG" in os.environ:
+            env["REFLUENT_CONFIG"] = os.environ["REFLUENT_CONFIG"]
+        env.update({
+            "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "REFLUENT_REDIS__URL": self.redis_url,
+            "REFLUENT_LAKE__CATALOG_URI": self.catalog_uri,
+            "REFLUENT_LAKE__WAREHOUSE": self.warehouse,
+            "REFLUENT_LAKE__NAMESPACE": namespace,
+            "REFLUENT_EMBEDDED__STATE_DIR": str(state_dir or self.state_dir),
+        })
+        if key_prefix is not None:
+            env["REFLUENT_REDIS__KEY_PREFIX"] = key_prefix
+        env.update(extra)
+        return env
+
 
 def docker_answers() -> bool:
     """True if a Docker engine answers (the client alone is not enough)."""

@@ -293,20 +293,10 @@ def crash(services: RunningServices, tmp_path: Path) -> Iterator[Crash]:
     TopicAdmin(settings.kafka, settings.kafka.bootstrap_servers or "").ensure(
         specs + [s.dlq() for s in specs])
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
-    env.update({
-        "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
-        "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": services.bootstrap_servers,
-        "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "REFLUENT_REDIS__URL": services.redis_url,
-        "REFLUENT_REDIS__KEY_PREFIX": key_prefix,
-        "REFLUENT_LAKE__CATALOG_URI": services.catalog_uri,
-        "REFLUENT_LAKE__WAREHOUSE": services.warehouse,
-        "REFLUENT_LAKE__NAMESPACE": namespace,
-        "REFLUENT_PROCESSING__VIEWS": str(module),
-        "REFLUENT_PROCESSING__APP_ID": f"crash-{sfx}",
-        "REFLUENT_EMBEDDED__STATE_DIR": str(tmp_path / "state"),
-    })
+    env = services.command_env(namespace=namespace, key_prefix=key_prefix,
+                               state_dir=tmp_path / "state",
+                               REFLUENT_PROCESSING__VIEWS=str(module),
+                               REFLUENT_PROCESSING__APP_ID=f"crash-{sfx}")
     crash = Crash(settings, work, runner, views)
     crash.commands = {
         "engine": RefluentCommand("engine", ["process"], env, tmp_path),

@@ -19,19 +19,17 @@ taken for a duplicate).
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream
+from river import datasets, evaluate, metrics
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
@@ -39,10 +37,11 @@ from refluent.feedback.service import FeedbackService
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
 from refluent.serving.river import RiverModel
-from refluent.streams.contracts import Feedback, LabeledExample, Prediction
+from refluent.streams.contracts import LabeledExample
 from refluent.streams.kafka import Producer
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all, topic_ends
+from refluent.testing.qa import logreg, qa_records
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e
@@ -59,12 +58,10 @@ FINAL_S = 180.0
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def logreg() -> Any:
-    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-
-
 @dataclass
 class Run:
+    """The test's services, settings, registry and topics, and its ``refluent feedback``."""
+
     services: RunningServices
     settings: Settings
     registry: ModelRegistry
@@ -76,21 +73,10 @@ class Run:
         return f"predictions-{self.tag}", f"feedback-{self.tag}", f"examples-{self.tag}"
 
     def command(self, *extra: str) -> RefluentCommand:
-        s = self.services
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
-        env.update({
-            "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
-            "REFLUENT_EMBEDDED__STATE_DIR": str(s.state_dir),
-            "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "REFLUENT_REDIS__URL": s.redis_url,
-            "REFLUENT_REDIS__KEY_PREFIX": f"t{self.tag}",
-            "REFLUENT_LAKE__CATALOG_URI": s.catalog_uri,
-            "REFLUENT_LAKE__WAREHOUSE": s.warehouse,
-            "REFLUENT_LAKE__NAMESPACE": self.settings.lake.namespace,
-            "REFLUENT_FEEDBACK__GROUP": f"feedback-{self.tag}",
-            "REFLUENT_FEEDBACK__CHECKPOINT_EVERY": str(CHECKPOINT_EVERY),
-        })
+        env = self.services.command_env(
+            namespace=self.settings.lake.namespace, key_prefix=f"t{self.tag}",
+            REFLUENT_FEEDBACK__GROUP=f"feedback-{self.tag}",
+            REFLUENT_FEEDBACK__CHECKPOINT_EVERY=str(CHECKPOINT_EVERY))
         predictions, feedback, examples = self.topics
         return RefluentCommand("feedback", [
             "feedback", "--model", self.model, "--idle-s", "0.5",
@@ -121,22 +107,6 @@ def run(services: RunningServices, tmp_path: Path) -> Iterator[Run]:
     r.registry.close()
 
 
-def qa_records(data: list[tuple[dict[str, Any], Any]], model: str, predictions: str,
-               feedback: str) -> list[tuple[str, bytes, str]]:
-    out = []
-    for i, x, y in stream.simulate_qa(data, None, DELAY):
-        if y is None:
-            p = Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
-                           model_version="1", entity_id=f"e{i % 29}", features=x,
-                           ts=T0 + timedelta(seconds=i))
-            out.append((predictions, p.model_dump_json().encode(), p.entity_id))
-        else:
-            f = Feedback(prediction_id=f"p{i}", label=y,
-                         event_time=T0 + timedelta(seconds=i + DELAY))
-            out.append((feedback, f.model_dump_json().encode(), f"p{i}"))
-    return out
-
-
 def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
     """Wait until the service saves a checkpoint past ``after`` examples (or has learned
     everything: a fast machine may finish before the last kill); its examples."""
@@ -154,7 +124,8 @@ def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
 def test_feedback__kill_9_while_learning_learns_every_example_once(run: Run) -> None:
     data = list(itertools.islice(itertools.cycle(datasets.Phishing()), N))
     predictions, feedback, examples = run.topics
-    records = qa_records(data, run.model, predictions, feedback)
+    records = qa_records(data, DELAY, model=run.model, t0=T0, predictions=predictions,
+                         feedback=feedback, entities=29)
     run.registry.register(run.model, RiverModel(logreg()), alias="champion")
     with Producer(run.settings.kafka, run.services.bootstrap_servers) as producer:
         for topic, value, key in records:

@@ -20,7 +20,6 @@ the same stream and delay, exactly.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import time
 import uuid
@@ -34,7 +33,7 @@ from typing import Any
 
 import confluent_kafka as ck
 import pytest
-from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream
+from river import datasets, evaluate, metrics, stream
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
@@ -50,6 +49,7 @@ from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all
+from refluent.testing.qa import logreg
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e
@@ -70,10 +70,6 @@ COMMAND_S = 120.0
 
 Row = tuple[Any, Any]
 """A dataset row, (features, label), as River types it."""
-
-
-def logreg() -> Any:
-    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
 
 
 def phishing(n: int) -> list[Row]:
@@ -105,24 +101,11 @@ class Loop:
         return self.settings.kafka.bootstrap_servers or ""
 
     def env(self) -> dict[str, str]:
-        s = self.services
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
-        env.update({
-            "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
-            "REFLUENT_EMBEDDED__STATE_DIR": str(s.state_dir),
-            "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "REFLUENT_REDIS__URL": s.redis_url,
-            "REFLUENT_REDIS__KEY_PREFIX": f"t{self.tag}",
-            "REFLUENT_LAKE__CATALOG_URI": s.catalog_uri,
-            "REFLUENT_LAKE__WAREHOUSE": s.warehouse,
-            "REFLUENT_LAKE__NAMESPACE": self.settings.lake.namespace,
-            "REFLUENT_SERVING__GROUP": f"serve-{self.tag}",
-            "REFLUENT_FEEDBACK__GROUP": f"feedback-{self.tag}",
-            "REFLUENT_FEEDBACK__CHECKPOINT_EVERY": "100",
-            "COLUMNS": "200",
-        })
-        return env
+        return self.services.command_env(
+            namespace=self.settings.lake.namespace, key_prefix=f"t{self.tag}",
+            REFLUENT_SERVING__GROUP=f"serve-{self.tag}",
+            REFLUENT_FEEDBACK__GROUP=f"feedback-{self.tag}",
+            REFLUENT_FEEDBACK__CHECKPOINT_EVERY="100", COLUMNS="200")
 
     def command(self, name: str, *args: str) -> RefluentCommand:
         cmd = RefluentCommand(name, [name, *args], self.env(), self.cwd)

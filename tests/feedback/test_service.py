@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from river import compose, datasets, evaluate, linear_model, metrics, preprocessing, stream
+from river import datasets, evaluate, metrics
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
@@ -26,6 +26,8 @@ from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer
 from refluent.testing.kafka import read_all
+from refluent.testing.qa import logreg
+from refluent.testing.qa import qa_records as shared_qa_records
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.integration
@@ -33,10 +35,6 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 N = 300
 DELAY = 5
-
-
-def logreg() -> Any:
-    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
 
 
 @dataclass
@@ -99,18 +97,8 @@ def qa_records(env: Env, data: list[tuple[dict[str, Any], Any]], model: str
                ) -> list[tuple[str, bytes, str]]:
     """Predictions at i seconds and their labels at i + DELAY seconds, in the order River's
     simulate_qa reveals them."""
-    out = []
-    for i, x, y in stream.simulate_qa(data, None, DELAY):
-        if y is None:
-            p = Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
-                           model_version="1", entity_id=f"e{i % 23}", features=x,
-                           ts=T0 + timedelta(seconds=i))
-            out.append((env.predictions, p.model_dump_json().encode(), p.entity_id))
-        else:
-            f = Feedback(prediction_id=f"p{i}", label=y,
-                         event_time=T0 + timedelta(seconds=i + DELAY))
-            out.append((env.feedback, f.model_dump_json().encode(), f"p{i}"))
-    return out
+    return shared_qa_records(data, DELAY, model=model, t0=T0, predictions=env.predictions,
+                             feedback=env.feedback)
 
 
 def river_reference(data: list[tuple[dict[str, Any], Any]]) -> tuple[float, Any]:

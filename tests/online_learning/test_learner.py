@@ -24,7 +24,6 @@ from river import (
     linear_model,
     metrics,
     preprocessing,
-    stream,
     utils,
 )
 
@@ -42,7 +41,8 @@ from refluent.online_learning.learner import (
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.serving.base import Scored, ServableModel, load_model
 from refluent.serving.river import RiverModel
-from refluent.streams.contracts import Feedback, Prediction
+from refluent.streams.contracts import Prediction
+from refluent.testing.qa import logreg, qa_events
 
 pytestmark = pytest.mark.unit
 
@@ -164,10 +164,6 @@ def settings(**kw: Any) -> FeedbackSettings:
     return FeedbackSettings(**base)
 
 
-def logreg() -> Any:
-    return compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
-
-
 # ---------------------------------------------------------------------------------------------
 # a delayed stream, as simulate_qa reveals it, spread over partitions
 # ---------------------------------------------------------------------------------------------
@@ -177,16 +173,11 @@ def qa_stream(data: list[tuple[dict[str, Any], Any]], delay: int, model: str = "
               partitions: int = 3) -> list[TimedEvent]:
     events = []
     offsets: Counter[tuple[str, int]] = Counter()
-    for i, x, y in stream.simulate_qa(data, None, delay):
-        if y is None:
-            ev: Prediction | Feedback = Prediction(
-                prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
-                model_version="1", entity_id=f"e{i % 17}", features=x,
-                ts=T0 + timedelta(seconds=i))
+    for ev in qa_events(data, delay, model=model, t0=T0, entities=17):
+        i = int((ev.prediction_id or "p0")[1:])
+        if isinstance(ev, Prediction):
             topic, kind, part = P, "prediction", i % partitions
         else:
-            ev = Feedback(prediction_id=f"p{i}", label=y,
-                          event_time=T0 + timedelta(seconds=i + delay))
             topic, kind, part = F, "feedback", (i * 5 + 1) % partitions
         ref = SourceRef(topic, part, offsets[(topic, part)])
         offsets[(topic, part)] += 1
