@@ -90,8 +90,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WRITE_RETRIES = 3
-"""Retries of a batch's read or write on a new connection after a connection error."""
 
 _US_PER_S = 1_000_000
 _ONE_US = timedelta(microseconds=1)
@@ -853,41 +851,31 @@ class RedisJoinStore:
     def _read(self) -> Any:
         return self._connection().read_response()
 
+    def _send_write(self, committed: _Committed) -> None:
+        self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
+
     def _ordered(self, doing: str, fn: Callable[[], Any]) -> Any:
-        """``fn()`` on the ordered connection, retried on a new connection after a connection
-        error or timeout (``WRITE_RETRIES`` times, with backoff), as the client retries its own
-        commands; ``fn`` must be safe to run again (reads, and writes, which are idempotent).
+        """``fn()`` on the ordered connection under the client's retry policy (a connection
+        error or timeout runs it again on a new connection, with backoff); ``fn`` must be safe
+        to run again (the reads are, and so is a write: the script is idempotent).
 
         Raises:
             FeedbackStoreError: it still failed, or Redis answered with an error.
         """
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        def attempt() -> Any:
+            conn = self._connection()
+            return conn.retry.call_with_retry(fn, lambda _exc: conn.disconnect())
 
-        for attempt in range(WRITE_RETRIES + 1):
-            try:
-                return fn()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                self._connection().disconnect()
-                if attempt == WRITE_RETRIES:
-                    raise FeedbackStoreError(self.name, doing,
-                                             f"{type(exc).__name__}: {exc}") from exc
-                time.sleep(0.05 * 2**attempt)
-            except RedisError as exc:
-                raise FeedbackStoreError(self.name, doing,
-                                         f"{type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._call(doing, attempt)
 
     def _write(self, committed: _Committed, sent: bool) -> None:
         """Confirm ``committed`` (sending it first unless ``sent``); after a connection error it
-        is sent again, since it may or may not have run: the write is idempotent."""
-        state = {"sent": sent}
-
+        is sent again, since it may or may not have run."""
         def run() -> None:
-            if not state["sent"]:
-                self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
-            state["sent"] = False  # a retry sends it again
+            nonlocal sent
+            if not sent:
+                self._send_write(committed)
+            sent = False  # a retry sends it again
             self._read()
 
         try:
@@ -896,23 +884,39 @@ class RedisJoinStore:
             self._forget()
             raise
 
-    def _hand_over(self, committed: _Committed) -> None:
-        """Send ``committed`` without waiting for it (:meth:`confirm` does)."""
+    def _read_batch(self, args: Sequence[Any]) -> Any:
+        """Run the read script for a batch, then hand the queued write over: sent once the
+        read has answered (Redis answers a pipeline only once it ran all of it), confirmed by
+        :meth:`confirm`."""
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        try:
-            self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
-            self._inflight = (committed, True)
-        except (RedisConnectionError, RedisTimeoutError):
-            self._connection().disconnect()
-            self._inflight = (committed, False)  # confirm() sends it again
+        self.confirm()
+        queued, self._queued = self._queued, None
 
-    def _collect(self) -> None:
-        """Confirm the write handed over, if any (a failed write raises here)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            self._write(*inflight)
+        def read() -> Any:
+            self._send([("EVAL", PREFETCH_SCRIPT, 0, *args)])
+            return self._read()
+
+        try:
+            replies = self._ordered("reading the batch's state", read)
+        except FeedbackStoreError:
+            self._forget()
+            raise
+        if queued is not None:
+            try:
+                self._send_write(queued)
+                self._inflight = (queued, True)
+            except (RedisConnectionError, RedisTimeoutError):
+                self._connection().disconnect()
+                self._inflight = (queued, False)  # confirm() sends it again
+        return replies
+
+    def _queue(self, committed: _Committed) -> None:
+        """Keep ``committed`` for the next batch's read to hand over (at most one waits)."""
+        if self._queued is not None:
+            self.sync()
+        self._queued = committed
 
     def _forget(self) -> None:
         """After a failed write: nothing cached can be trusted to be in Redis."""
@@ -920,12 +924,14 @@ class RedisJoinStore:
         self._queued = self._inflight = None
 
     def confirm(self) -> None:
-        """Wait until the write sent with the last :meth:`begin` is done.
+        """Wait until the write handed over by the last :meth:`begin` is done.
 
         Raises:
             FeedbackStoreError: a write failed; nothing of that batch was written.
         """
-        self._collect()
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self._write(*inflight)
 
     def sync(self) -> None:
         """Send the queued commit, if any, and wait until everything committed is written.
@@ -933,7 +939,7 @@ class RedisJoinStore:
         Raises:
             FeedbackStoreError: a write failed; nothing of that batch was written.
         """
-        self._collect()
+        self.confirm()
         queued, self._queued = self._queued, None
         if queued is not None:
             self._write(queued, sent=False)
@@ -1130,22 +1136,7 @@ class RedisJoinBatch(JoinState):
         args.append(len(due))
         for suffix in due:
             args += [suffix, clock_bound_us]
-        store = self.store
-        store._collect()
-        queued, store._queued = store._queued, None
-
-        def read() -> Any:
-            store._send([("EVAL", PREFETCH_SCRIPT, 0, *args)])
-            return store._read()
-
-        try:
-            replies = store._ordered("reading the batch's state", read)
-        except FeedbackStoreError:
-            store._forget()
-            raise
-        if queued is not None:
-            # Sent after the read's reply: Redis answers a pipeline only once it ran all of it.
-            store._hand_over(queued)
+        replies = self.store._read_batch(args)
         decode = self.store.decode_prediction
         preds = self._preds
         for pid, flat in zip(fetch, replies[0], strict=True):
@@ -1328,7 +1319,6 @@ class RedisJoinBatch(JoinState):
         """
         store = self.store
         ttl_us = store.ttl_us
-        pruned: set[str] = set()
         preds = self._preds
         saved: dict[str, PendingPrediction] = {}
         new_by_entity: dict[str, dict[str, int]] = {}
@@ -1343,10 +1333,11 @@ class RedisJoinBatch(JoinState):
                 entity = p.prediction.entity_id
                 prune: int | bool = False
                 if flags & _NEW:
-                    new_by_entity.setdefault(entity, {})[pid] = ts
-                    if entity not in pruned:
-                        pruned.add(entity)
+                    mine = new_by_entity.get(entity)
+                    if mine is None:  # the entity's first: its index is pruned once a batch
+                        mine = new_by_entity[entity] = {}
                         prune = ts - ttl_us
+                    mine[pid] = ts
                 rows.append([pid, "n" if flags & _NEW else "f", entity, ts, prune, p.raw,
                              p.source.text(), encode_answers(p.answers), joined])
             else:
@@ -1370,10 +1361,8 @@ class RedisJoinBatch(JoinState):
         packb: Any = require("msgpack", "redis").packb  # type: ignore[attr-defined]
         packed = packb([rows, labels, orphans, group, pairs], use_bin_type=False)
         args = [self.base, store.ttl_ms, int(time.time() * 1000), packed]
-        if store._queued is not None:
-            store.sync()  # at most one batch waits to be sent
-        store._queued = _Committed(args, saved, written, new_refs, new_by_entity,
-                                   frozenset(self.orphans))
+        store._queue(_Committed(args, saved, written, new_refs, new_by_entity,
+                                frozenset(self.orphans)))
         store.remember_all(saved.values())
         store.waiting_targets.update(new_refs)
         self._dirty_preds.clear()
