@@ -567,8 +567,8 @@ def test_kafka__bad_requests_go_to_the_dead_letter_topic_and_the_service_goes_on
 
 
 @pytest.mark.integration
-def test_cli_serve__answers_kafka_and_http_then_stops_cleanly_on_sigterm(env: Env) -> None:
-    import os
+def test_cli_serve__answers_kafka_and_http_then_stops_cleanly_on_sigterm(
+        env: Env, services: RunningServices) -> None:
     import signal
     import subprocess
     import sys
@@ -591,19 +591,8 @@ def test_cli_serve__answers_kafka_and_http_then_stops_cleanly_on_sigterm(env: En
                                    entity_id=f"e{i}", features={"x1": 0.1 * i, "x2": -0.2})
                  for i in range(20)])
     port = free_port()
-    s = env.settings
-    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("REFLUENT_")}
-    proc_env.update({
-        "REFLUENT_CONFIG": os.environ["REFLUENT_CONFIG"],
-        "REFLUENT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "REFLUENT_REDIS__URL": s.redis.url or "",
-        "REFLUENT_LAKE__CATALOG_URI": s.lake.catalog_uri or "",
-        "REFLUENT_LAKE__WAREHOUSE": s.lake.warehouse or "",
-        "REFLUENT_LAKE__NAMESPACE": s.lake.namespace,
-        "REFLUENT_SERVING__GROUP": f"cli-{tag}",
-        "REFLUENT_EMBEDDED__STATE_DIR": str(s.embedded.state_dir),
-    })
+    proc_env = services.command_env(namespace=env.settings.lake.namespace,
+                                    REFLUENT_SERVING__GROUP=f"cli-{tag}")
     code = "import typer; from refluent.cli.serve import serve; typer.run(serve)"
     proc = subprocess.Popen([sys.executable, "-c", code, "--models", "churn", "--port",
                              str(port)], env=proc_env, stdout=subprocess.PIPE,
