@@ -20,9 +20,9 @@ def logreg() -> Any:
 
 
 def qa_events(data: Sequence[tuple[dict[str, Any], Any]], delay: int, *, model: str,
-              t0: datetime, entities: int = 23) -> Iterator[Prediction | Feedback]:
+              t0: datetime, entities: int = 23) -> Iterator[tuple[int, Prediction | Feedback]]:
     """The predictions and labels of ``river.stream.simulate_qa(data, None, delay)``, in the
-    order it reveals them.
+    order it reveals them, each with its question's index.
 
     Question ``i`` is prediction ``p<i>`` of ``model`` (request ``r<i>``, entity
     ``e<i % entities>``, its features as served) at ``t0 + i`` seconds; its answer is a label
@@ -31,12 +31,12 @@ def qa_events(data: Sequence[tuple[dict[str, Any], Any]], delay: int, *, model: 
     stream = require("river.stream", "river")
     for i, x, y in stream.simulate_qa(data, None, delay):  # type: ignore[attr-defined]
         if y is None:
-            yield Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
-                             model_version="1", entity_id=f"e{i % entities}", features=x,
-                             ts=t0 + timedelta(seconds=i))
+            yield i, Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name=model,
+                                model_version="1", entity_id=f"e{i % entities}", features=x,
+                                ts=t0 + timedelta(seconds=i))
         else:
-            yield Feedback(prediction_id=f"p{i}", label=y,
-                           event_time=t0 + timedelta(seconds=i + delay))
+            yield i, Feedback(prediction_id=f"p{i}", label=y,
+                              event_time=t0 + timedelta(seconds=i + delay))
 
 
 def qa_records(data: Sequence[tuple[dict[str, Any], Any]], delay: int, *, model: str,
@@ -45,7 +45,7 @@ def qa_records(data: Sequence[tuple[dict[str, Any], Any]], delay: int, *, model:
     """:func:`qa_events` as ``(topic, value, key)`` records: predictions keyed by entity,
     labels by prediction id."""
     out = []
-    for event in qa_events(data, delay, model=model, t0=t0, entities=entities):
+    for _, event in qa_events(data, delay, model=model, t0=t0, entities=entities):
         if isinstance(event, Prediction):
             out.append((predictions, event.model_dump_json().encode(), event.entity_id))
         else:

@@ -173,8 +173,7 @@ def qa_stream(data: list[tuple[dict[str, Any], Any]], delay: int, model: str = "
               partitions: int = 3) -> list[TimedEvent]:
     events = []
     offsets: Counter[tuple[str, int]] = Counter()
-    for ev in qa_events(data, delay, model=model, t0=T0, entities=17):
-        i = int((ev.prediction_id or "p0")[1:])
+    for i, ev in qa_events(data, delay, model=model, t0=T0, entities=17):
         if isinstance(ev, Prediction):
             topic, kind, part = P, "prediction", i % partitions
         else:
