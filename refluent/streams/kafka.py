@@ -281,17 +281,22 @@ class ConsumerLoop:
         self._consumer = _ck().Consumer(conf)
         self._processed: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
+        self._starts: dict[tuple[str, int], int] = {}
+        """Where each assigned partition started (set by ``start_offsets`` or, once asked, the
+        group's committed offset): its position until a record of it is consumed."""
         self.stats = LoopStats()
         self._m_in = {t: metrics.RECORDS_IN.labels(t, group_id) for t in self.topics}
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._starts = {}
         if self._start_offsets is not None:
             starts = self._start_offsets(partitions)
             for tp in partitions:
                 start = starts.get((tp.topic, tp.partition))
                 if start is not None:
                     tp.offset = start
+                    self._starts[(tp.topic, tp.partition)] = start
             consumer.assign(partitions)
         self._assigned = list(partitions)
         if self._user_on_assign:
@@ -437,16 +442,34 @@ class ConsumerLoop:
         return self.stats
 
     def _caught_up(self) -> bool:
-        """True when partitions are assigned and each was fetched up to its high watermark."""
+        """True when partitions are assigned and each was read up to its high watermark.
+
+        A partition nothing was consumed from since its assignment has no position yet
+        (``OFFSET_INVALID``): it started where its sink's offsets or the group's committed
+        offset put it, so that start counts as its position. Without this a member that
+        finds its group already at the end (an earlier run finished the work) never stops.
+        """
         if not self._assigned:
             return False
         for tp in self._consumer.position(self._assigned):
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
                 return False  # not fetched yet
-            if high > 0 and tp.offset < high:
+            position = tp.offset if tp.offset >= 0 else self._start_of(tp, low)
+            if position < high:
                 return False
         return True
+
+    def _start_of(self, tp: TopicPartition, low: int) -> int:
+        """Where ``tp`` started: the sink's offset, else the group's committed one, else the
+        low watermark (a group without offsets reads from the beginning)."""
+        key = (tp.topic, tp.partition)
+        if key not in self._starts:
+            committed = self._consumer.committed([_ck().TopicPartition(*key)], timeout=10)[0]
+            if committed.offset < 0:
+                return low
+            self._starts[key] = committed.offset
+        return self._starts[key]
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Partitions lost (session timed out): their offsets may no longer be committed.

@@ -299,3 +299,41 @@ def test_wait_until_committed__returns_at_the_group_end_and_names_what_is_left(
                          check=lambda: checked.append(1))
     assert checked, "the liveness check runs before each poll"
     assert group_lag(settings.kafka, bootstrap, [spec.name], group) == 0
+
+
+@pytest.mark.timeout(60)
+def test_until_caught_up__stops_when_the_group_already_committed_the_end(
+    settings: Settings,
+) -> None:
+    # A second run finds nothing to consume: no partition gets a position, and the run must
+    # still see that it is at the end (an earlier run, or a crashed one, did the work).
+    spec = unique_topic(settings, "logs.app", partitions=3)
+    _fill(settings, spec.name, 30)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-caught-{spec.name}"
+    first = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name]).run(
+        lambda b: None, until_caught_up=True)
+    assert first.records == 30
+    stop = StopSignal()
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    try:
+        second = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name]).run(
+            lambda b: None, stop=stop, until_caught_up=True)
+    finally:
+        timer.cancel()
+    assert not stop.is_set(), "the second run only stopped when told to"
+    assert second.records == 0
+    # Partitions started from offsets the caller keeps (a lake sink's) count as read too.
+    ends = {p: r["high"] for p, r in enumerate(partition_offsets(settings.kafka, bootstrap,
+                                                                 spec.name))}
+    third = ConsumerLoop(settings.kafka, bootstrap, f"{group}-own", [spec.name],
+                         start_offsets=lambda tps: {(t.topic, t.partition): ends[t.partition]
+                                                    for t in tps})
+    timer = threading.Timer(30, stop.set)
+    timer.start()
+    try:
+        assert third.run(lambda b: None, stop=stop, until_caught_up=True).records == 0
+    finally:
+        timer.cancel()
+    assert not stop.is_set(), "the run with its own start offsets only stopped when told to"
