@@ -11,10 +11,21 @@ Topology, per view:
 - An entity-state view reads its ``cdc.<table>`` topic directly: Debezium keys changes by the
   primary key, which is the view's entity.
 
-Delivery: at-least-once from Kafka (the embedded broker cannot run Kafka transactions). Exactly-once
-state comes from the views' runtime: each entity state remembers the last source offset applied
-per source partition, so records consumed again after a crash change nothing. Bad records go to
-``<source>.dlq`` (flushed before the record's offset can be committed).
+Delivery: at-least-once from Kafka (the embedded broker cannot run Kafka transactions), kept by
+the engine's :class:`~refluent.processors.ledger.DeliveryLedger` rather than by Faust's own
+offset tracking (see :mod:`refluent.processors.faust_transport` for why):
+
+- every record is applied in offset order per partition: one below the partition's frontier
+  was applied already and is skipped; one above it leaves a hole, which the engine reads from
+  the broker itself and applies first (records Faust dropped or skipped never go missing);
+- a state written while applying a record stays in the table's store and reaches the changelog
+  only at the next commit, after the outputs sent before it were acknowledged (one changelog
+  record per key and commit); the input offsets are committed last;
+- each entity state remembers the last source offset applied per source partition, so a record
+  consumed again after a crash changes nothing; its update is published again when it was the
+  last one applied.
+
+Bad records go to ``<source>.dlq``, flushed before the record counts as processed.
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,7 +42,9 @@ import orjson
 from refluent.config import Settings
 from refluent.errors import require
 from refluent.observability import metrics
+from refluent.processors.faust_transport import exact_ends_transport
 from refluent.processors.features import EntityStateView, View
+from refluent.processors.ledger import DeliveryLedger, Partition
 from refluent.processors.runtime import (
     EntityStateRuntime,
     FeatureViewRuntime,
@@ -41,7 +55,7 @@ from refluent.processors.runtime import (
 from refluent.streams.contracts import CdcEnvelope
 from refluent.streams.deadletter import DeadLetterRouter
 from refluent.streams.errors import DecodeError
-from refluent.streams.kafka import Producer, fetched_high_watermarks
+from refluent.streams.kafka import Producer, committed_or_start, read_range
 from refluent.streams.processing import RecordRejected
 from refluent.streams.serde import JsonSerde
 from refluent.streams.topics import TopicCatalog
@@ -51,6 +65,28 @@ log = logging.getLogger(__name__)
 H_TOPIC = "refluent.src.topic"
 H_PARTITION = "refluent.src.partition"
 H_OFFSET = "refluent.src.offset"
+STALL_S = 10.0
+"""A partition whose frontier stays below its high watermark this long without a record
+arriving is read again from the frontier (records its consumer dropped at the tail)."""
+
+
+@dataclass(frozen=True)
+class Rec:
+    """One input record, whichever client read it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    @property
+    def tp(self) -> Partition:
+        return (self.topic, self.partition)
+
+
+Handler = Callable[[Rec], None]
 
 
 def _load_state(raw: Any) -> dict[str, Any]:
@@ -66,39 +102,6 @@ def _load_state(raw: Any) -> dict[str, Any]:
 
 def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
-
-
-def _exact_ends_transport(app: Any, settings: Settings, bootstrap_servers: str) -> Any:
-    """Faust's Kafka transport, with changelog ends taken from a fetch response.
-
-    Table recovery reads each changelog partition up to the end ListOffsets reports. The
-    embedded broker reports the start of the last batch plus one, so recovery would stop short
-    of the rest of that batch. This transport asks ListOffsets, then fetches the last batch and
-    takes the high watermark the fetch response carries, which is exact on every broker. Only
-    recovery and standby catch-up call it, so the extra fetch costs nothing per record.
-    """
-    drivers: Any = require("faust.transport.drivers.aiokafka", "faust")
-
-    class ExactEndsConsumerThread(drivers.AIOKafkaConsumerThread):
-        async def _highwaters(self, partitions: list[Any]) -> dict[Any, int | None]:
-            listed = dict(await super()._highwaters(partitions))
-            starts: dict[tuple[str, int], int | None] = {
-                (tp.topic, tp.partition): end - 1 for tp, end in listed.items() if end}
-            if not starts:
-                return listed
-            marks = await asyncio.to_thread(fetched_high_watermarks, settings.kafka,
-                                            bootstrap_servers, starts)
-            return {tp: max(end or 0, marks.get((tp.topic, tp.partition), (0, 0))[1])
-                    if end is not None else end for tp, end in listed.items()}
-
-    class ExactEndsConsumer(drivers.Consumer):
-        def _new_consumer_thread(self) -> Any:
-            return ExactEndsConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    class ExactEndsTransport(drivers.Transport):
-        Consumer = ExactEndsConsumer
-
-    return ExactEndsTransport(app.conf.broker_consumer, app)
 
 
 def _worker_class() -> Any:
@@ -157,17 +160,23 @@ class FaustEngine:
         if batch:
             options["producer_max_batch_size"] = batch
         self.app = faust.App(proc.app_id, **options)
-        # Changelog ends from fetch responses: exact on Kafka and on brokers whose ListOffsets
-        # is not (the embedded one), at the price of one small fetch per partition recovered.
-        self.app.transport = _exact_ends_transport(self.app, settings, bootstrap_servers)
+        # Changelog ends from fetch responses, and commits of the ledger's frontiers after
+        # the outputs and the changelog are durable (Faust's own offset tracking is not safe).
+        self.ledger = DeliveryLedger()
+        self.assigned: set[Partition] = set()
+        self.app.transport = exact_ends_transport(self.app, settings, bootstrap_servers, self)
         self._dlq = Producer(settings.kafka, bootstrap_servers,
                              **{"message.max.bytes": settings.kafka.dlq_max_record_bytes + 65536})
         self._router = DeadLetterRouter(self._dlq)
         self._serdes: dict[str, JsonSerde[Any]] = {}
-        self.stats = {"in": 0, "updates": 0, "dead_lettered": 0}
+        self._tables: dict[str, Any] = {}
+        self._sent: list[Any] = []
+        self.stats = {"in": 0, "updates": 0, "dead_lettered": 0, "holes_filled": 0,
+                      "duplicates_skipped": 0, "rereads": 0}
         self._m_in: dict[str, Any] = {}
         for view in self.views:
             self._wire(view)
+        self.app.timer(STALL_S / 4, name="refluent-stalled-partitions")(self._reread_stalled)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -194,7 +203,7 @@ class FaustEngine:
                 error: BaseException) -> None:
         self._router.route_raw(source.topic, key, value, step, error,
                                partition=source.partition, offset=source.offset)
-        # Flushed now, so the offset Faust commits later never covers a lost dead letter.
+        # Flushed now, so a commit never covers a lost dead letter.
         self._dlq.flush()
         self.stats["dead_lettered"] += 1
 
@@ -202,11 +211,96 @@ class FaustEngine:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                               value_serializer="raw", partitions=partitions, internal=internal)
 
+    def _send(self, channel: Any, key: bytes, value: bytes,
+              headers: dict[str, bytes] | None = None) -> None:
+        """Queue a record; the next commit waits for its delivery."""
+        self._sent.append(channel.send_soon(key=key, value=value, headers=headers))
+
     def _publish(self, out: Any, outcome: Outcome) -> None:
         for update in outcome.updates:
-            out.send_soon(key=update.entity_id.encode(), value=update.model_dump_json().encode())
+            self._send(out, update.entity_id.encode(), update.model_dump_json().encode())
             metrics.FEATURE_UPDATES.labels(update.view).inc()
         self.stats["updates"] += len(outcome.updates)
+
+    def _store(self, table: Any, partition: int, states: dict[str, dict[str, Any]]) -> None:
+        """Write states to the table's store now and stage them for the changelog, which the
+        next commit writes once the outputs sent before it are acknowledged."""
+        for key, state in states.items():
+            raw = orjson.dumps(state)
+            table.data[key] = raw
+            self.ledger.stage(table.name, key, partition, raw)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _in_order(self, msg: Any, key: bytes | None, value: bytes | None,
+                  headers: Any) -> list[Rec]:
+        """The records to apply now, in offset order, for a record Faust delivered: none when
+        it was applied already (or its partition is not ready here), else the records of a
+        hole before it (read from the broker) and then the record itself."""
+        rec = Rec(msg.topic, msg.partition, msg.offset, key, value, _headers(headers))
+        tp = rec.tp
+        if tp not in self.assigned or not self.app.tables.actives_ready:
+            return []  # a record fetched before a rebalance or before recovery finished
+        if not self.ledger.known(tp):
+            start = committed_or_start(self.settings.kafka, self.bootstrap_servers,
+                                       self.app.conf.id, [tp])[tp]
+            self.ledger.start(tp, start)
+        missing = self.ledger.admit(tp, rec.offset)
+        if missing < 0:
+            self.stats["duplicates_skipped"] += 1
+            return []
+        if missing == 0:
+            return [rec]
+        start = self.ledger.next_offset(tp) or 0
+        filled = [Rec(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value(),
+                      _headers(m.headers())) for m in read_range(
+                          self.settings.kafka, self.bootstrap_servers, rec.topic, rec.partition,
+                          start, rec.offset)]
+        log.warning("%s[%d]: records %d..%d were not delivered in order; read %d of them "
+                    "from the broker", rec.topic, rec.partition, start, rec.offset - 1,
+                    len(filled))
+        self.stats["holes_filled"] += len(filled)
+        return [*filled, rec]
+
+    def _apply_in_order(self, recs: Iterable[Rec], handle: Handler) -> None:
+        for rec in recs:
+            self.ledger.skip(rec.tp, rec.offset)  # offsets the broker does not hold
+            handle(rec)
+            self.ledger.processed(rec.tp, rec.offset)
+
+    async def prepare_commit(self, tps: Iterable[Partition]) -> dict[Partition, int]:
+        """Checkpoint, wait for the outputs sent before it, write its states to the
+        changelog and wait for them; the offsets that may be committed now."""
+        checkpoint = self.ledger.checkpoint(tps)
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.gather(*sent)
+        writes = [self._tables[store].send_changelog(partition, key, value)
+                  for (store, key), (partition, value) in checkpoint.states.items()]
+        if writes:
+            await asyncio.gather(*writes)
+        return checkpoint.offsets
+
+    async def _reread_stalled(self) -> None:
+        """Read a partition again from its frontier when records below its high watermark
+        stopped arriving (Faust dropped them as already read)."""
+        app = self.app
+        if not app.tables.actives_ready or app.rebalancing:
+            return
+        consumer = app.consumer
+        now = time.monotonic()
+        for tp in self.ledger.partitions():
+            faust_tp = _faust_tp(tp)
+            nxt = self.ledger.next_offset(tp)
+            if tp not in self.assigned or nxt is None:
+                continue
+            high = consumer.highwater(faust_tp)
+            if high is not None and nxt < high and now - self.ledger.idle_since(tp) > STALL_S:
+                log.warning("%s[%d]: nothing delivered from offset %d for %.0fs (high "
+                            "watermark %d); reading again from there", tp[0], tp[1], nxt,
+                            STALL_S, high)
+                self.stats["rereads"] += 1
+                await consumer.seek(faust_tp, nxt)
 
     # -- topology --------------------------------------------------------------------------
 
@@ -221,6 +315,7 @@ class FaustEngine:
             partitions = self._partitions.get(view.source, partitions)
         table = self.app.Table(f"state-{view.name}", default=None, schema=schema,
                                partitions=partitions)
+        self._tables[table.name] = table
         out = self._topic(view.topic)
         if isinstance(runtime, FeatureViewRuntime):
             self._wire_feature_view(runtime, table, out)
@@ -236,18 +331,16 @@ class FaustEngine:
 
         seconds = metrics.ENGINE_RECORD_SECONDS.labels(view.name)
 
-        def apply_one(src: Source, key: bytes | None, value: bytes | None,
-                      keyed: tuple[str, dict[str, Any], int]) -> None:
+        def apply_one(src: Source, rec: Rec, keyed: tuple[str, dict[str, Any], int]) -> None:
             started = time.perf_counter()
             entity, row, ts_ms = keyed
             try:
-                outcome = runtime.process(_load_state(table.get(entity)), entity, row, ts_ms,
-                                          src)
+                outcome = runtime.process(_load_state(table.data.get(entity)), entity, row,
+                                          ts_ms, src)
             except RecordRejected as exc:
-                engine._reject(src, key, value, exc.step, exc)
+                engine._reject(src, rec.key, rec.value, exc.step, exc)
                 return
-            for state_key, new_state in outcome.states.items():
-                table[state_key] = orjson.dumps(new_state)
+            engine._store(table, rec.partition, outcome.states)
             engine._publish(out, outcome)
             seconds.observe(time.perf_counter() - started)
 
@@ -257,46 +350,47 @@ class FaustEngine:
             # Anything else is forwarded to the by-entity topic first.
             local = self._partitions.get(source_topic, partitions) == partitions
 
-            async def route(stream: Any, _topic: str = source_topic, _local: bool = local
-                            ) -> None:
+            def route_one(rec: Rec, _topic: str = source_topic, _local: bool = local) -> None:
+                src = Source(rec.topic, rec.partition, rec.offset)
+                engine._count_in(rec.topic)
+                try:
+                    keyed = runtime.key(engine._serde(_topic).decode(rec.value))
+                except (DecodeError, RecordRejected) as exc:
+                    engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
+                    return
+                if keyed is None:
+                    return
+                entity = keyed[0].encode()
+                if _local and rec.key == entity:
+                    apply_one(src, rec, keyed)
+                    return
+                engine._send(by_entity, entity, rec.value or b"",
+                             {H_TOPIC: src.topic.encode(), H_PARTITION: str(src.partition).encode(),
+                              H_OFFSET: str(src.offset).encode()})
+
+            async def route(stream: Any, _route_one: Handler = route_one) -> None:
                 async for event in stream.events():
-                    msg = event.message
-                    src = Source(msg.topic, msg.partition, msg.offset)
-                    engine._count_in(msg.topic)
-                    try:
-                        keyed = runtime.key(engine._serde(_topic).decode(event.value))
-                    except (DecodeError, RecordRejected) as exc:
-                        engine._reject(src, event.key, event.value, getattr(
-                            exc, "step", "decode"), exc)
-                        continue
-                    if keyed is None:
-                        continue
-                    entity = keyed[0].encode()
-                    if _local and event.key == entity:
-                        apply_one(src, event.key, event.value, keyed)
-                        continue
-                    await by_entity.send(
-                        key=entity, value=event.value,
-                        headers={H_TOPIC: src.topic.encode(),
-                                 H_PARTITION: str(src.partition).encode(),
-                                 H_OFFSET: str(src.offset).encode()})
+                    engine._apply_in_order(engine._in_order(
+                        event.message, event.key, event.value, event.headers), _route_one)
 
             self.app.agent(self._topic(source_topic), name=f"{view.name}-from-{source_topic}")(
                 route)
 
+        def apply_forwarded(rec: Rec) -> None:
+            src = Source(rec.headers[H_TOPIC].decode(), int(rec.headers[H_PARTITION]),
+                         int(rec.headers[H_OFFSET]))
+            try:
+                keyed = runtime.key(engine._serde(src.topic).decode(rec.value))
+            except (DecodeError, RecordRejected) as exc:
+                engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
+                return
+            if keyed is not None:
+                apply_one(src, rec, keyed)
+
         async def apply(stream: Any) -> None:
             async for event in stream.events():
-                headers = dict(event.headers or {})
-                src = Source(headers[H_TOPIC].decode(), int(headers[H_PARTITION]),
-                             int(headers[H_OFFSET]))
-                try:
-                    keyed = runtime.key(engine._serde(src.topic).decode(event.value))
-                except (DecodeError, RecordRejected) as exc:
-                    engine._reject(src, event.key, event.value, getattr(exc, "step", "decode"),
-                                   exc)
-                    continue
-                if keyed is not None:
-                    apply_one(src, event.key, event.value, keyed)
+                engine._apply_in_order(engine._in_order(
+                    event.message, event.key, event.value, event.headers), apply_forwarded)
 
         self.app.agent(by_entity, name=f"{view.name}-apply")(apply)
 
@@ -305,30 +399,31 @@ class FaustEngine:
         engine = self
 
         def lookup(key: str) -> dict[str, Any]:
-            return _load_state(table.get(key))
+            return _load_state(table.data.get(key))
+
+        def apply_one(rec: Rec) -> None:
+            src = Source(rec.topic, rec.partition, rec.offset)
+            engine._count_in(rec.topic)
+            try:
+                decoded = engine._serde(view.source).decode(rec.value)
+                if decoded is None:
+                    return  # a tombstone after a delete
+                assert isinstance(decoded, CdcEnvelope)  # noqa: S101 - cdc.* contract
+                if decoded.op == "t":
+                    states = {k: _load_state(v) for k, v in table.data.items()}
+                    outcome = runtime.truncate(decoded, src, states)
+                else:
+                    outcome = runtime.process(decoded, src, lookup)
+            except (DecodeError, RecordRejected) as exc:
+                engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
+                return
+            engine._store(table, rec.partition, outcome.states)
+            engine._publish(out, outcome)
 
         async def apply(stream: Any) -> None:
             async for event in stream.events():
-                msg = event.message
-                src = Source(msg.topic, msg.partition, msg.offset)
-                engine._count_in(msg.topic)
-                try:
-                    decoded = engine._serde(view.source).decode(event.value)
-                    if decoded is None:
-                        continue  # a tombstone after a delete
-                    assert isinstance(decoded, CdcEnvelope)  # noqa: S101 - cdc.* contract
-                    if decoded.op == "t":
-                        states = {k: _load_state(v) for k, v in table.items()}
-                        outcome = runtime.truncate(decoded, src, states)
-                    else:
-                        outcome = runtime.process(decoded, src, lookup)
-                except (DecodeError, RecordRejected) as exc:
-                    engine._reject(src, event.key, event.value, getattr(exc, "step", "decode"),
-                                   exc)
-                    continue
-                for key, new_state in outcome.states.items():
-                    table[key] = orjson.dumps(new_state)
-                engine._publish(out, outcome)
+                engine._apply_in_order(engine._in_order(
+                    event.message, event.key, event.value, event.headers), apply_one)
 
         self.app.agent(self._topic(view.source), name=f"{view.name}-apply")(apply)
 
@@ -350,6 +445,19 @@ class FaustEngine:
             worker.execute_from_commandline()
         finally:
             self._dlq.close()
+
+
+def _headers(raw: Any) -> dict[str, bytes]:
+    """Record headers as a dict, from Faust's mapping or the client's list of pairs."""
+    if not raw:
+        return {}
+    items = raw.items() if hasattr(raw, "items") else raw
+    return {k: v for k, v in items if v is not None}
+
+
+def _faust_tp(tp: Partition) -> Any:
+    faust_types: Any = require("faust.types", "faust")
+    return faust_types.TP(*tp)
 
 
 def views_in(views: Sequence[View], names: Sequence[str] | None) -> list[View]:

@@ -614,6 +614,75 @@ def fetched_high_watermarks(
         consumer.close()
 
 
+def committed_or_start(settings: KafkaSettings, bootstrap_servers: str, group_id: str,
+                       partitions: Sequence[tuple[str, int]], timeout_s: float = 10.0
+                       ) -> dict[tuple[str, int], int]:
+    """Where ``group_id`` resumes each partition: its committed offset, else the partition's
+    low watermark (a group without offsets reads from the beginning). Asks the broker, not a
+    member's own bookkeeping; joins no group."""
+    ck = _ck()
+    conf = settings.client_config(bootstrap_servers)
+    conf.update({"group.id": group_id, "enable.auto.commit": False})
+    consumer = ck.Consumer(conf)
+    try:
+        tps = [ck.TopicPartition(t, p) for t, p in partitions]
+        out: dict[tuple[str, int], int] = {}
+        for tp in consumer.committed(tps, timeout=timeout_s):
+            if tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = tp.offset
+            else:
+                low, _ = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+                out[(tp.topic, tp.partition)] = max(low, 0)
+        return out
+    finally:
+        consumer.close()
+
+
+def read_range(settings: KafkaSettings, bootstrap_servers: str, topic: str, partition: int,
+               start: int, end: int, timeout_s: float = 10.0) -> list[Message]:
+    """The records of one partition with ``start <= offset < end``, read directly (no group).
+
+    Offsets in the range that hold no record (compaction, transaction markers) are simply
+    absent from the answer. For an engine that must prove what lies in a hole its own consumer
+    left, not for bulk reading.
+
+    Raises:
+        StreamError: the range could not be read within ``timeout_s``.
+    """
+    ck = _ck()
+    if end <= start:
+        return []
+    conf = settings.client_config(bootstrap_servers)
+    conf.update({"group.id": "refluent-range-reader", "enable.auto.commit": False,
+                 "enable.partition.eof": True, **settings.large_fetch_config()})
+    consumer = ck.Consumer(conf)
+    out: list[Message] = []
+    try:
+        consumer.assign([ck.TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == ck.KafkaError._PARTITION_EOF:
+                        return out
+                    if err.fatal() or not err.retriable():
+                        raise StreamError(f"reading {topic}[{partition}] {start}..{end}: "
+                                          f"{err.str()}")
+                    continue
+                offset = msg.offset() or 0
+                if offset >= end:
+                    return out
+                if offset >= start:
+                    out.append(msg)
+            if out and (out[-1].offset() or 0) >= end - 1:
+                return out
+        raise StreamError(f"reading {topic}[{partition}] {start}..{end}: no end within "
+                          f"{timeout_s}s ({len(out)} record(s) read)")
+    finally:
+        consumer.close()
+
+
 def exact_ends(settings: KafkaSettings, bootstrap_servers: str,
                partitions: Iterable[tuple[str, int]], timeout_s: float = 5.0
                ) -> dict[tuple[str, int], int]:

@@ -337,3 +337,25 @@ def test_until_caught_up__stops_when_the_group_already_committed_the_end(
     finally:
         timer.cancel()
     assert not stop.is_set(), "the run with its own start offsets only stopped when told to"
+
+
+def test_read_range__returns_exactly_the_offsets_asked_for(settings: Settings) -> None:
+    from refluent.streams.kafka import committed_or_start, read_range
+
+    spec = unique_topic(settings, "logs.app", partitions=1)
+    _fill(settings, spec.name, 20)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    got = read_range(settings.kafka, bootstrap, spec.name, 0, 5, 12)
+    assert [m.offset() for m in got] == list(range(5, 12))
+    assert [int(m.value()[6:-1]) for m in got] == list(range(5, 12))  # the records themselves
+    # Past the end: what there is, without waiting for records that do not exist.
+    assert [m.offset() for m in read_range(settings.kafka, bootstrap, spec.name, 0, 18, 40)
+            ] == [18, 19]
+    assert read_range(settings.kafka, bootstrap, spec.name, 0, 7, 7) == []
+    group = f"g-range-{spec.name}"
+    assert committed_or_start(settings.kafka, bootstrap, group, [(spec.name, 0)]) == {
+        (spec.name, 0): 0}
+    ConsumerLoop(settings.kafka, bootstrap, group, [spec.name]).run(
+        lambda b: None, max_records=13, idle_timeout=20)
+    assert committed_or_start(settings.kafka, bootstrap, group, [(spec.name, 0)]) == {
+        (spec.name, 0): 13}
