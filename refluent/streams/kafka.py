@@ -200,6 +200,8 @@ class StopSignal:
 BatchHandler = Callable[[list["Message"]], None]
 LAG_INTERVAL_S = 5.0
 """How often a consumer loop refreshes its lag gauges."""
+GROUP_CHECK_S = 1.0
+"""How often an idle ``until_caught_up`` loop asks whether its whole group is done."""
 PartitionsCallback = Callable[[list["TopicPartition"]], None]
 
 
@@ -272,6 +274,9 @@ class ConsumerLoop:
         self.group_id = group_id
         self.topics = list(topics)
         self.batch_size = batch_size
+        self._settings = settings
+        self._bootstrap = bootstrap_servers
+        self._next_group_check = 0.0
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
         self._start_offsets = start_offsets
@@ -442,12 +447,17 @@ class ConsumerLoop:
         return self.stats
 
     def _caught_up(self) -> bool:
-        """True when partitions are assigned and each was read up to its high watermark.
+        """True when this member read each of its partitions up to its high watermark, and
+        the group is done with every partition of its topics.
 
         A partition nothing was consumed from since its assignment has no position yet
         (``OFFSET_INVALID``): it started where its sink's offsets or the group's committed
         offset put it, so that start counts as its position. Without this a member that
         finds its group already at the end (an earlier run finished the work) never stops.
+
+        The group check matters after a crash: the crashed member stays in the group until
+        its session times out and keeps some partitions meanwhile, so a new member can be at
+        the end of all it holds with the crashed member's share still to do.
         """
         if not self._assigned:
             return False
@@ -458,7 +468,28 @@ class ConsumerLoop:
             position = tp.offset if tp.offset >= 0 else self._start_of(tp, low)
             if position < high:
                 return False
-        return True
+        return self._group_done()
+
+    def _group_done(self) -> bool:
+        """True when every partition of the topics is done up to its exact end: committed by
+        the group, or held by the offsets the caller keeps (``start_offsets``). Asks the
+        broker at most every :data:`GROUP_CHECK_S`, and only once this member committed
+        everything it processed."""
+        now = time.monotonic()
+        if self._processed or now < self._next_group_check:
+            return False
+        self._next_group_check = now + GROUP_CHECK_S
+        ck = _ck()
+        meta = self._consumer.list_topics(timeout=10).topics
+        tps = [ck.TopicPartition(t, p) for t in self.topics if t in meta
+               for p in sorted(meta[t].partitions)]
+        done = {(tp.topic, tp.partition): tp.offset
+                for tp in self._consumer.committed(tps, timeout=10)}
+        if self._start_offsets is not None:
+            for key, offset in self._start_offsets(tps).items():
+                done[key] = max(done.get(key, -1), offset)
+        ends = exact_ends(self._settings, self._bootstrap, list(done))
+        return all(done[key] >= end for key, end in ends.items() if end > 0)
 
     def _start_of(self, tp: TopicPartition, low: int) -> int:
         """Where ``tp`` started: the sink's offset, else the group's committed one, else the

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class RefluentCommand:
     kills: int = 0
     prefix: list[str] = field(default_factory=list)
     """Words run before the command (``["taskset", "-c", "1"]`` pins it to a core)."""
+    started_at: float = 0.0
+    """``time.monotonic()`` of the last start."""
+    _life_from: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -69,6 +73,8 @@ class RefluentCommand:
 
     def start(self, fresh_log: bool = False) -> RefluentCommand:
         """Start the command (a new process each call)."""
+        self._life_from = 0 if fresh_log or not self.log.exists() else self.log.stat().st_size
+        self.started_at = time.monotonic()
         with self.log.open("wb" if fresh_log else "ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
                 [*self.prefix, sys.executable, "-m", "refluent.cli", *self.args], env=self.env,
@@ -79,6 +85,14 @@ class RefluentCommand:
         """What the command printed (its last ``last_chars`` characters)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text[-last_chars:] if last_chars else text
+
+    def life_output(self) -> str:
+        """What the running (or last) process printed since it started."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as log:
+            log.seek(self._life_from)
+            return log.read().decode(errors="replace")
 
     def check_alive(self) -> None:
         """Raises:
@@ -95,6 +109,18 @@ class RefluentCommand:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self.kills += 1
+
+    def freeze(self) -> None:
+        """SIGSTOP the running command: it does nothing until :meth:`thaw` or a kill, so a
+        test can make sure work is pending at the moment it then kills it."""
+        self.check_alive()
+        assert self.proc is not None  # noqa: S101 - check_alive guarantees it
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen command."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def wait(self, timeout: float) -> int:
         """Wait for the command to end on its own; its exit code.
@@ -121,6 +147,7 @@ class RefluentCommand:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(grace_s)

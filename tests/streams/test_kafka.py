@@ -359,3 +359,53 @@ def test_read_range__returns_exactly_the_offsets_asked_for(settings: Settings) -
         lambda b: None, max_records=13, idle_timeout=20)
     assert committed_or_start(settings.kafka, bootstrap, group, [(spec.name, 0)]) == {
         (spec.name, 0): 13}
+
+
+@pytest.mark.timeout(120)
+def test_until_caught_up__waits_for_the_share_another_member_holds(
+    settings: Settings, tmp_path: Path,
+) -> None:
+    # Another member of the group holds some partitions and works through them slowly (as a
+    # crashed one does not at all, until its session times out). A run that stops once caught
+    # up must not stop at the end of its own share: it returns when the group is done.
+    from refluent.streams.kafka import group_lag
+
+    spec = unique_topic(settings, "logs.app", partitions=4)
+    _fill(settings, spec.name, 200)
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    group = f"g-share-{spec.name}"
+    joined = tmp_path / "joined"
+    script = textwrap.dedent(f"""
+        import time
+        from refluent.config import KafkaSettings
+        from refluent.streams.kafka import ConsumerLoop
+        def handler(batch):
+            open({str(joined)!r}, "w").write("yes")
+            time.sleep(0.5)
+        ConsumerLoop(KafkaSettings(session_timeout_ms=6000), {bootstrap!r}, {group!r},
+                     [{spec.name!r}], batch_size=5).run(handler)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not joined.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert joined.exists(), "the other member never got records"
+        assigned: list[int] = []
+        stop = StopSignal()
+        timer = threading.Timer(90, stop.set)
+        timer.start()
+        try:
+            ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=10,
+                         on_assign=lambda tps: assigned.extend(t.partition for t in tps)).run(
+                lambda b: None, stop=stop, until_caught_up=True)
+        finally:
+            timer.cancel()
+        assert not stop.is_set(), "the run only stopped when told to"
+        assert 0 < len(set(assigned)) < 4, "the other member kept a share"
+        assert group_lag(settings.kafka, bootstrap, [spec.name], group) == 0
+        assert proc.poll() is None, "the other member was still working"
+    finally:
+        proc.kill()
+        proc.wait()
