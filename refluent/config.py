@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -239,11 +239,22 @@ class ProcessingSettings(_Component):
     app_id: str = "refluent-features"
     """Engine application id: consumer group and prefix of its internal topics."""
     table_store: str = "memory://"
-    """Where the engine keeps view state between changelog recoveries (memory://, rocksdb://)."""
+    """Where the engine keeps view state: ``memory://``, rebuilt from the changelog at start."""
     producer_max_batch_size: int | None = Field(default=None, ge=1)
     """Most bytes per produce batch of the engine; empty means the client's default."""
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the engine's Prometheus endpoint; 0 turns it off."""
+
+    @field_validator("table_store")
+    @classmethod
+    def _state_in_memory(cls, value: str) -> str:
+        # The engine writes a state to the changelog only once the outputs of the records
+        # applied to it are acknowledged; a local store that outlives a crash would come back
+        # ahead of both, and replays would then skip records whose outputs were lost.
+        if value.rstrip("/") != "memory:":
+            raise ValueError(f"{value!r} is not supported: view state lives in memory:// and "
+                             "is rebuilt from the changelog on start")
+        return value
 
 
 class EmbeddedSettings(_Component):

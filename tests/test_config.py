@@ -49,6 +49,17 @@ def test_bad_value__names_setting_and_sources(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
 
 
+def test_table_store__only_memory_which_a_crash_cannot_leave_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REFLUENT_PROCESSING__TABLE_STORE", "rocksdb://")
+    with pytest.raises(ConfigError, match=r"processing\.table_store.*'rocksdb://' is not "
+                                          r"supported.*rebuilt from the changelog"):
+        load_settings()
+    monkeypatch.setenv("REFLUENT_PROCESSING__TABLE_STORE", "memory://")
+    assert load_settings().processing.table_store == "memory://"
+
+
 def test_missing_config_file_named_in_env__is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
