@@ -167,7 +167,8 @@ class SinkPipeline:
         loop = ConsumerLoop(
             self.settings.kafka, self.bootstrap_servers, self.group_id, list(self.routes),
             batch_size=self.batch_size, start_offsets=self.start_offsets,
-            commit_ready=self.commit_ready, on_revoke=self.flush_all)
+            done_offsets=self.start_offsets, commit_ready=self.commit_ready,
+            on_revoke=self.flush_all)
         try:
             stats = loop.run(handler, stop=stop, max_records=max_records,
                              idle_timeout=idle_timeout, on_idle=self.flush_due,

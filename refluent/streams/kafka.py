@@ -240,6 +240,10 @@ class ConsumerLoop:
             batch). Commits on a rebalance and at the end are not held back. A crash replays
             at most this much more; a service answering many small batches saves the broker
             one OffsetCommit per batch.
+        done_offsets: Called by ``run(until_caught_up=True)`` with every partition of the
+            topics; returns the next offset per (topic, partition) that the caller's own
+            offsets (a lake sink's) show done, whoever did it. Partitions it leaves out count
+            as done up to the group's committed offset.
         **overrides: librdkafka properties that win over the defaults.
     """
 
@@ -257,6 +261,7 @@ class ConsumerLoop:
         start_offsets: Callable[[list[TopicPartition]], dict[tuple[str, int], int]] | None = None,
         commit_ready: Callable[[], bool] | None = None,
         commit_interval_s: float = 0.0,
+        done_offsets: Callable[[list[TopicPartition]], dict[tuple[str, int], int]] | None = None,
         **overrides: Any,
     ) -> None:
         conf = settings.client_config(bootstrap_servers)
@@ -280,6 +285,7 @@ class ConsumerLoop:
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
         self._start_offsets = start_offsets
+        self._done_offsets = done_offsets
         self._commit_ready = commit_ready or (lambda: True)
         self.commit_interval_s = commit_interval_s
         self._next_commit = 0.0
@@ -465,14 +471,14 @@ class ConsumerLoop:
             low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
                 return False  # not fetched yet
-            position = tp.offset if tp.offset >= 0 else self._start_of(tp, low)
+            position = tp.offset if tp.offset >= 0 else self._start_of(tp, low, high)
             if position < high:
                 return False
         return self._group_done()
 
     def _group_done(self) -> bool:
         """True when every partition of the topics is done up to its exact end: committed by
-        the group, or held by the offsets the caller keeps (``start_offsets``). Asks the
+        the group, or held by the offsets the caller keeps (``done_offsets``). Asks the
         broker at most every :data:`GROUP_CHECK_S`, and only once this member committed
         everything it processed."""
         now = time.monotonic()
@@ -485,22 +491,27 @@ class ConsumerLoop:
                for p in sorted(meta[t].partitions)]
         done = {(tp.topic, tp.partition): tp.offset
                 for tp in self._consumer.committed(tps, timeout=10)}
-        if self._start_offsets is not None:
-            for key, offset in self._start_offsets(tps).items():
+        if self._done_offsets is not None:
+            for key, offset in self._done_offsets(tps).items():
                 done[key] = max(done.get(key, -1), offset)
         ends = exact_ends(self._settings, self._bootstrap, list(done))
         return all(done[key] >= end for key, end in ends.items() if end > 0)
 
-    def _start_of(self, tp: TopicPartition, low: int) -> int:
-        """Where ``tp`` started: the sink's offset, else the group's committed one, else the
-        low watermark (a group without offsets reads from the beginning)."""
+    def _start_of(self, tp: TopicPartition, low: int, high: int) -> int:
+        """Where ``tp`` started: the offset ``start_offsets`` gave (the end or the beginning
+        when it gave those), else the group's committed one, else the low watermark (a group
+        without offsets reads from the beginning)."""
+        ck = _ck()
         key = (tp.topic, tp.partition)
         if key not in self._starts:
-            committed = self._consumer.committed([_ck().TopicPartition(*key)], timeout=10)[0]
+            committed = self._consumer.committed([ck.TopicPartition(*key)], timeout=10)[0]
             if committed.offset < 0:
                 return low
             self._starts[key] = committed.offset
-        return self._starts[key]
+        start = self._starts[key]
+        if start == ck.OFFSET_END:
+            return high
+        return low if start < 0 else start
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Partitions lost (session timed out): their offsets may no longer be committed.

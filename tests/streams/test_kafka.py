@@ -327,9 +327,11 @@ def test_until_caught_up__stops_when_the_group_already_committed_the_end(
     # Partitions started from offsets the caller keeps (a lake sink's) count as read too.
     ends = {p: r["high"] for p, r in enumerate(partition_offsets(settings.kafka, bootstrap,
                                                                  spec.name))}
+    def kept(tps: list) -> dict[tuple[str, int], int]:  # type: ignore[type-arg]
+        return {(t.topic, t.partition): ends[t.partition] for t in tps}
+
     third = ConsumerLoop(settings.kafka, bootstrap, f"{group}-own", [spec.name],
-                         start_offsets=lambda tps: {(t.topic, t.partition): ends[t.partition]
-                                                    for t in tps})
+                         start_offsets=kept, done_offsets=kept)
     timer = threading.Timer(30, stop.set)
     timer.start()
     try:
