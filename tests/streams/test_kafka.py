@@ -9,6 +9,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,19 @@ from refluent.streams.kafka import ConsumerLoop, Producer, StopSignal, partition
 from refluent.testing.kafka import read_all, unique_topic
 
 pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def _stop_after(seconds: float) -> Iterator[StopSignal]:
+    """A stop signal set after ``seconds``: bounds a run that should stop on its own (the
+    test then checks it did not need the signal)."""
+    stop = StopSignal()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        yield stop
+    finally:
+        timer.cancel()
 
 
 def _fill(settings: Settings, topic: str, n: int) -> None:
@@ -314,14 +329,9 @@ def test_until_caught_up__stops_when_the_group_already_committed_the_end(
     first = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name]).run(
         lambda b: None, until_caught_up=True)
     assert first.records == 30
-    stop = StopSignal()
-    timer = threading.Timer(30, stop.set)
-    timer.start()
-    try:
+    with _stop_after(30) as stop:
         second = ConsumerLoop(settings.kafka, bootstrap, group, [spec.name]).run(
             lambda b: None, stop=stop, until_caught_up=True)
-    finally:
-        timer.cancel()
     assert not stop.is_set(), "the second run only stopped when told to"
     assert second.records == 0
     # Partitions started from offsets the caller keeps (a lake sink's) count as read too.
@@ -332,12 +342,8 @@ def test_until_caught_up__stops_when_the_group_already_committed_the_end(
 
     third = ConsumerLoop(settings.kafka, bootstrap, f"{group}-own", [spec.name],
                          start_offsets=kept, done_offsets=kept)
-    timer = threading.Timer(30, stop.set)
-    timer.start()
-    try:
+    with _stop_after(30) as stop:
         assert third.run(lambda b: None, stop=stop, until_caught_up=True).records == 0
-    finally:
-        timer.cancel()
     assert not stop.is_set(), "the run with its own start offsets only stopped when told to"
 
 
@@ -395,15 +401,10 @@ def test_until_caught_up__waits_for_the_share_another_member_holds(
             time.sleep(0.05)
         assert joined.exists(), "the other member never got records"
         assigned: list[int] = []
-        stop = StopSignal()
-        timer = threading.Timer(90, stop.set)
-        timer.start()
-        try:
+        with _stop_after(90) as stop:
             ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=10,
                          on_assign=lambda tps: assigned.extend(t.partition for t in tps)).run(
                 lambda b: None, stop=stop, until_caught_up=True)
-        finally:
-            timer.cancel()
         assert not stop.is_set(), "the run only stopped when told to"
         assert 0 < len(set(assigned)) < 4, "the other member kept a share"
         assert group_lag(settings.kafka, bootstrap, [spec.name], group) == 0
