@@ -477,18 +477,21 @@ class ConsumerLoop:
         return self._group_done()
 
     def _group_done(self) -> bool:
-        """True when every partition of the topics is done up to its exact end: committed by
-        the group, or held by the offsets the caller keeps (``done_offsets``). Asks the
-        broker at most every :data:`GROUP_CHECK_S`, and only once this member committed
-        everything it processed."""
+        """True when every partition of the topics this member does not hold is done up to
+        its exact end: committed by the group, or held by the offsets the caller keeps
+        (``done_offsets``). Asks the broker at most every :data:`GROUP_CHECK_S`, and only once
+        this member committed everything it processed."""
         now = time.monotonic()
         if self._processed or now < self._next_group_check:
             return False
         self._next_group_check = now + GROUP_CHECK_S
         ck = _ck()
+        mine = {(tp.topic, tp.partition) for tp in self._assigned}
         meta = self._consumer.list_topics(timeout=10).topics
         tps = [ck.TopicPartition(t, p) for t in self.topics if t in meta
-               for p in sorted(meta[t].partitions)]
+               for p in sorted(meta[t].partitions) if (t, p) not in mine]
+        if not tps:
+            return True
         done = {(tp.topic, tp.partition): tp.offset
                 for tp in self._consumer.committed(tps, timeout=10)}
         if self._done_offsets is not None:
