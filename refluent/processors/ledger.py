@@ -150,9 +150,5 @@ class DeliveryLedger:
             if tp in self._committed:
                 self._committed[tp] = max(self._committed[tp], offset)
 
-    def committed_offset(self, tp: Partition) -> int | None:
-        """The last offset committed on ``tp`` by this member (or found at its start)."""
-        return self._committed.get(tp)
-
 
 __all__ = ["Checkpoint", "DeliveryLedger", "Partition", "StateKey"]
