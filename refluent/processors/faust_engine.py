@@ -42,7 +42,7 @@ import orjson
 from refluent.config import Settings
 from refluent.errors import require
 from refluent.observability import metrics
-from refluent.processors.faust_transport import exact_ends_transport
+from refluent.processors.faust_transport import ledger_transport
 from refluent.processors.features import EntityStateView, View
 from refluent.processors.ledger import DeliveryLedger, Partition
 from refluent.processors.runtime import (
@@ -164,7 +164,7 @@ class FaustEngine:
         # the outputs and the changelog are durable (Faust's own offset tracking is not safe).
         self.ledger = DeliveryLedger()
         self.assigned: set[Partition] = set()
-        self.app.transport = exact_ends_transport(self.app, settings, bootstrap_servers, self)
+        self.app.transport = ledger_transport(self.app, settings, bootstrap_servers, self)
         self._dlq = Producer(settings.kafka, bootstrap_servers,
                              **{"message.max.bytes": settings.kafka.dlq_max_record_bytes + 65536})
         self._router = DeadLetterRouter(self._dlq)

@@ -18,7 +18,7 @@ them:
   waits for the delivery of every record it sent before the checkpoint, then writes the
   checkpoint's states to the changelog and waits for them, then commits.
 
-Changelog ends come from a fetch response (:func:`exact_ends_transport`): table recovery reads
+Changelog ends come from a fetch response (see :func:`ledger_transport`): table recovery reads
 each changelog partition up to the end ListOffsets reports, which some brokers (the embedded one)
 report as the start of the last batch plus one.
 """
@@ -26,7 +26,6 @@ report as the start of the last batch plus one.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -34,8 +33,6 @@ from refluent.config import Settings
 from refluent.errors import require
 from refluent.processors.ledger import DeliveryLedger, Partition
 from refluent.streams.kafka import fetched_high_watermarks
-
-log = logging.getLogger(__name__)
 
 
 class LedgerCommits(Protocol):
@@ -51,7 +48,7 @@ class LedgerCommits(Protocol):
         ...
 
 
-def exact_ends_transport(app: Any, settings: Settings, bootstrap_servers: str,
+def ledger_transport(app: Any, settings: Settings, bootstrap_servers: str,
                          engine: LedgerCommits) -> Any:
     """Faust's Kafka transport for ``app``: changelog ends from fetch responses, and commits
     of ``engine``'s ledger frontiers after :meth:`LedgerCommits.prepare_commit`.
@@ -121,4 +118,4 @@ def exact_ends_transport(app: Any, settings: Settings, bootstrap_servers: str,
     return LedgerTransport(app.conf.broker_consumer, app)
 
 
-__all__ = ["LedgerCommits", "exact_ends_transport"]
+__all__ = ["LedgerCommits", "ledger_transport"]

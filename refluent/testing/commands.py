@@ -147,7 +147,7 @@ class RefluentCommand:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
+            self.thaw()  # a frozen process does not act on SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(grace_s)
