@@ -57,6 +57,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
+from refluent.engines.memory import InMemoryRunner
 from refluent.processors.features import discover
 from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.iceberg import (
@@ -75,7 +76,6 @@ from refluent.streams.kafka import (
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand, cpu_seconds
 from refluent.testing.kafka import topic_ends
-from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices, running_services
 
 err = Console(stderr=True)

@@ -85,15 +85,15 @@ def process(
     loglevel: Annotated[str, typer.Option(help="Engine log level (crit, error, warn, info).")
                         ] = "warn",
 ) -> None:
-    """Run the feature views on the Faust engine until stopped (SIGTERM/Ctrl-C).
+    """Run the feature views on the configured engine until stopped (SIGTERM/Ctrl-C).
 
-    Reads the views' source topics, keeps window state in changelog-backed tables and publishes
-    each view's updates to features.<view>.
+    The engine (processing.engine, default faust) reads the views' source topics, keeps window
+    state in changelog-backed tables and publishes each view's updates to features.<view>.
     """
     from refluent.cli.app import console
     from refluent.embedded.services import resolve_bootstrap
+    from refluent.engines.base import engine_class, views_in
     from refluent.observability.metrics import serve_metrics
-    from refluent.processors.faust_engine import FaustEngine, views_in
     from refluent.streams.kafka import TopicAdmin
 
     s, found = _load(views)
@@ -103,11 +103,13 @@ def process(
         raise typer.BadParameter(str(exc.args[0]), param_hint="--view") from exc
     bootstrap = resolve_bootstrap(s)
     admin = TopicAdmin(s.kafka, bootstrap)
-    engine = FaustEngine(selected, s, bootstrap, partitions=admin.wait_ready())
+    engine = engine_class(s.processing.engine)(selected, s, bootstrap,
+                                               partitions=admin.wait_ready())
     admin.ensure([engine.catalog.get(t) for t in engine.topics_to_create()])
     if s.processing.metrics_port:
         serve_metrics(s.processing.metrics_port)
-    console.print(f"processing {', '.join(v.name for v in selected)} on {bootstrap}")
+    console.print(f"processing {', '.join(v.name for v in selected)} on {bootstrap} "
+                  f"({engine.name} engine)")
     engine.run(loglevel)
 
 

@@ -4,8 +4,8 @@ A :class:`FeatureView` aggregates events per entity over event-time windows (cou
 min, max, last, approximate distinct over tumbling, hopping and sliding windows, each with a
 grace period for late events). An :class:`EntityStateView` keeps the latest row per primary key
 of a CDC table. Both are plain, frozen declarations: the logic that runs them is pure
-(:mod:`refluent.processors.runtime`), so the Faust engine, the Flink SQL renderer and the
-in-memory test runner give the same numbers.
+(:mod:`refluent.processors.runtime`), so every engine (:mod:`refluent.engines`) gives the
+same numbers.
 
 A user's module of views is found by :func:`discover`: every ``FeatureView`` and
 ``EntityStateView`` at its top level.

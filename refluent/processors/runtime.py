@@ -1,9 +1,15 @@
 """Running a view over decoded events: pure, given the entity states the engine stores.
 
-An engine (Faust, the in-memory test runner) decodes a record, asks the view's runtime for the
-entity key, loads that entity's state, calls :meth:`process`, stores the state it gets back and
-publishes the :class:`~refluent.streams.contracts.FeatureUpdate` records. A record a view cannot
-take (no entity, a late event, a value it cannot aggregate) raises
+Every view kind has a :class:`ViewRuntime` with the same two calls, so no engine branches on
+the kind of view it runs:
+
+- :meth:`ViewRuntime.entity`: the entity whose state a decoded event changes (the key an engine
+  partitions by; None when the event changes nothing);
+- :meth:`ViewRuntime.process`: apply the event, given the view's stored states (:class:`States`),
+  and return an :class:`Outcome`: the states to store and the
+  :class:`~refluent.streams.contracts.FeatureUpdate` records to publish.
+
+A record a view cannot take (no entity, a late event, a value it cannot aggregate) raises
 :class:`~refluent.streams.processing.RecordRejected`, which the engine dead-letters.
 
 Replays: every state remembers the last offset applied per source partition, so a record
@@ -14,10 +20,11 @@ repeat by its ``(event_time, sequence)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -32,20 +39,22 @@ from refluent.processors.features import (
     event_row,
 )
 from refluent.streams.contracts import CdcEnvelope, FeatureUpdate
+from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
 
 State = dict[str, Any]
-StateLookup = Callable[[str], State]
-"""Returns the stored state of an entity (``{}`` when none)."""
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a record came from."""
+class States(Protocol):
+    """The stored entity states of one view, as an engine holds them."""
 
-    topic: str
-    partition: int
-    offset: int
+    def get(self, key: str) -> State:
+        """The state of entity ``key``, ``{}`` when none; the caller may change it."""
+        ...
+
+    def items(self) -> Iterable[tuple[str, State]]:
+        """Every state held (a truncate changes them all)."""
+        ...
 
 
 @dataclass
@@ -64,13 +73,61 @@ def _update_json(update: FeatureUpdate) -> dict[str, Any]:
     return update.model_dump(mode="json")
 
 
-class FeatureViewRuntime:
-    """Runs a :class:`FeatureView`."""
+class ViewRuntime(ABC):
+    """Runs one view over decoded events; pure: state comes in through :class:`States`.
 
-    def __init__(self, view: FeatureView) -> None:
+    Attributes:
+        keyed_by_source: The view's state is partitioned like its one source topic, by the
+            record's own key (a CDC table's primary key), so an engine applies each record on
+            the partition it was read from. Otherwise an engine partitions by
+            :meth:`entity` (repartitioning records whose key is not their entity).
+    """
+
+    keyed_by_source: ClassVar[bool] = False
+
+    def __init__(self, view: View) -> None:
         self.view = view
         self.step = f"view:{view.name}"
+
+    @abstractmethod
+    def entity(self, event: BaseModel | None) -> str | None:
+        """The entity whose state ``event`` changes; None when it changes none on its own.
+
+        Raises:
+            RecordRejected: the event names no entity the view can use.
+        """
+
+    @abstractmethod
+    def process(self, event: BaseModel | None, origin: Origin, states: States) -> Outcome:
+        """Apply ``event``, read at ``origin``, to the view's ``states``.
+
+        Returns the states to store and the updates to publish; a replayed record changes
+        nothing (its update is published again when it was the last one applied).
+
+        Raises:
+            RecordRejected: the view cannot take the record (the engine dead-letters it).
+        """
+
+
+class FeatureViewRuntime(ViewRuntime):
+    """Runs a :class:`FeatureView`."""
+
+    view: FeatureView
+
+    def __init__(self, view: FeatureView) -> None:
+        super().__init__(view)
         self.aggregator = WindowedAggregator(view.aggregations)
+
+    def entity(self, event: BaseModel | None) -> str | None:
+        keyed = self.key(event)
+        return None if keyed is None else keyed[0]
+
+    def process(self, event: BaseModel | None, origin: Origin, states: States) -> Outcome:
+        keyed = self.key(event)
+        if keyed is None:
+            return Outcome()
+        entity, row, ts_ms = keyed
+        return self.apply(states.get(entity), entity, row, ts_ms, origin)
 
     def key(self, event: BaseModel | None) -> tuple[str, dict[str, Any], int] | None:
         """The entity id, transformed row and event time of ``event``; None to skip it.
@@ -90,9 +147,9 @@ class FeatureViewRuntime:
                                  f"field {self.view.entity!r} is missing or empty")
         return str(entity), out, ts_ms
 
-    def process(self, state: State, entity: str, row: dict[str, Any], ts_ms: int,
-                source: Source) -> Outcome:
-        """Apply one event to ``entity``'s ``state``.
+    def apply(self, state: State, entity: str, row: dict[str, Any], ts_ms: int,
+              origin: Origin) -> Outcome:
+        """Apply one keyed event (see :meth:`key`) to ``entity``'s ``state``.
 
         ``state`` is changed in place only when the event is applied (the outcome then holds
         it to store); a rejected, late or repeated event leaves it as it was.
@@ -104,12 +161,12 @@ class FeatureViewRuntime:
         agg_state = working.setdefault("agg", {})
         try:
             result = self.aggregator.process(
-                agg_state, ts_ms, source.offset, row,
-                (source.topic, source.partition, source.offset))
+                agg_state, ts_ms, origin.offset, row,
+                (origin.topic, origin.partition, origin.offset))
         except FeatureViewError as exc:
             raise RecordRejected(self.step, "bad_value", str(exc)) from exc
         if isinstance(result, Duplicate):
-            return _republish_last(state, source)
+            return _republish_last(state, origin)
         if isinstance(result, Late):
             raise RecordRejected(self.step, "late", result.reason)
         # Publish the entity's values as of its watermark, not as of this event: events of one
@@ -136,21 +193,23 @@ class FeatureViewRuntime:
             event_time=_dt(wm),
             windows={k: (_dt(s), _dt(e)) for k, (s, e) in windows.items()},
             sequence=version,
-            source_topic=source.topic,
-            source_partition=source.partition,
-            source_offset=source.offset,
+            source_topic=origin.topic,
+            source_partition=origin.partition,
+            source_offset=origin.offset,
         )
         working["agg"] = self.aggregator.dump_state(result.state)
         working["last"] = _update_json(update)
         return Outcome({entity: working}, [update])
 
 
-class EntityStateRuntime:
+class EntityStateRuntime(ViewRuntime):
     """Runs an :class:`EntityStateView` (latest row per primary key)."""
 
-    def __init__(self, view: EntityStateView) -> None:
-        self.view = view
-        self.step = f"view:{view.name}"
+    view: EntityStateView
+    keyed_by_source = True
+
+    def entity(self, event: BaseModel | None) -> str | None:
+        return self.key(event)
 
     def key(self, event: BaseModel | None) -> str | None:
         """The primary key the change is about; None for a truncate or tombstone.
@@ -171,38 +230,39 @@ class EntityStateRuntime:
             raise RecordRejected(self.step, "no_entity",
                                  f"primary-key column {exc} missing from the row") from exc
 
-    def process(self, env: CdcEnvelope, source: Source, lookup: StateLookup) -> Outcome:
-        """Apply one change; ``lookup`` gives the stored state of any primary key.
+    def process(self, event: BaseModel | None, origin: Origin, states: States) -> Outcome:
+        """Apply one change (a truncate: to every state held).
 
         Raises:
-            RecordRejected: the row lacks a primary-key column.
+            RecordRejected: the event is not a change, or its row lacks a primary-key column.
         """
-        key = self.key(env)
+        key = self.key(event)
         if key is None:
+            if isinstance(event, CdcEnvelope) and event.op == "t":
+                return self._publish(
+                    cdc.apply_truncate(dict(states.items()), event, offset=origin.offset),
+                    origin)
             return Outcome()
+        assert isinstance(event, CdcEnvelope)  # noqa: S101 - key() checked it
         old_state = None
-        if env.op == "u" and env.before is not None:
+        if event.op == "u" and event.before is not None:
             try:
-                old_key = cdc.primary_key_of(env.before, self.view.primary_key)
+                old_key = cdc.primary_key_of(event.before, self.view.primary_key)
             except KeyError:
                 old_key = key
             if old_key != key:
-                old_state = lookup(old_key)
-        state = lookup(key)
+                old_state = states.get(old_key)
+        state = states.get(key)
         try:
-            changes = cdc.apply_change(state, env, self.view.primary_key, offset=source.offset,
+            changes = cdc.apply_change(state, event, self.view.primary_key, offset=origin.offset,
                                        old_state=old_state)
         except (KeyError, ValueError) as exc:
             raise RecordRejected(self.step, "bad_change", str(exc)) from exc
         if not changes:
-            return _republish_last(state, source)
-        return self._publish(changes, source)
+            return _republish_last(state, origin)
+        return self._publish(changes, origin)
 
-    def truncate(self, env: CdcEnvelope, source: Source, states: dict[str, State]) -> Outcome:
-        """Apply a truncate to every state held."""
-        return self._publish(cdc.apply_truncate(states, env, offset=source.offset), source)
-
-    def _publish(self, changes: list[cdc.RowChange], source: Source) -> Outcome:
+    def _publish(self, changes: list[cdc.RowChange], origin: Origin) -> Outcome:
         out = Outcome()
         for change in changes:
             row = change.row
@@ -215,10 +275,10 @@ class EntityStateRuntime:
                 values={} if deleted else _plain(self.view.project(row or {})),
                 event_time=_dt(change.event_time_ms),
                 deleted=deleted,
-                sequence=source.offset,
-                source_topic=source.topic,
-                source_partition=source.partition,
-                source_offset=source.offset,
+                sequence=origin.offset,
+                source_topic=origin.topic,
+                source_partition=origin.partition,
+                source_offset=origin.offset,
             )
             state = change.state
             if change.row is not None:
@@ -229,13 +289,13 @@ class EntityStateRuntime:
         return out
 
 
-def _republish_last(state: State, source: Source) -> Outcome:
+def _republish_last(state: State, origin: Origin) -> Outcome:
     """A replayed record: publish its update again only if it was the last one applied (the
     crash may have lost it after the state was saved); otherwise nothing."""
     last = state.get("last")
     if last is not None and (last.get("source_topic"), last.get("source_partition"),
-                             last.get("source_offset")) == (source.topic, source.partition,
-                                                            source.offset):
+                             last.get("source_offset")) == (origin.topic, origin.partition,
+                                                            origin.offset):
         return Outcome({}, [FeatureUpdate.model_validate(last)])
     return Outcome()
 
@@ -256,10 +316,7 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-Runtime = FeatureViewRuntime | EntityStateRuntime
-
-
-def runtime_for(view: View) -> Runtime:
+def runtime_for(view: View) -> ViewRuntime:
     """The runtime of ``view``."""
     if isinstance(view, FeatureView):
         return FeatureViewRuntime(view)

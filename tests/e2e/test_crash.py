@@ -38,6 +38,7 @@ import redis
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
+from refluent.engines.memory import InMemoryRunner
 from refluent.processors.features import discover
 from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.iceberg import (
@@ -52,7 +53,6 @@ from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import topic_ends
-from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e

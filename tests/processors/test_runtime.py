@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from refluent.engines.memory import InMemoryRunner
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.errors import ViewSpecError
 from refluent.processors.features import EntityStateView, FeatureView, discover, only_ops
 from refluent.processors.windows import Hopping, Sliding, Tumbling
 from refluent.streams.contracts import CdcEnvelope, LogEvent
-from refluent.testing.runner import InMemoryRunner
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +75,7 @@ def test_late_event__is_rejected_with_reason_and_state_unchanged() -> None:
     runner.feed("cdc.orders", [order("c", 1, "a", 1.0, 3 * H, 1)])
     before = dict(runner.states["customer_orders"])
     runner.feed("cdc.orders", [order("c", 2, "a", 1.0, timedelta(minutes=5), 2)])
-    assert [(r.reason, r.source.offset) for r in runner.rejected] == [("late", 1)]
+    assert [(r.reason, r.origin.offset) for r in runner.rejected] == [("late", 1)]
     assert runner.states["customer_orders"] == before
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
+from refluent.engines.memory import InMemoryRunner
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import EntityStateView, FeatureView, only_ops
 from refluent.processors.windows import Hopping, Tumbling
@@ -35,7 +36,6 @@ from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.kafka import read_all, unique_topic
-from refluent.testing.runner import InMemoryRunner
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ import pytest
 
 from refluent.config import Settings
 from refluent.embedded.services import free_port
+from refluent.engines.memory import InMemoryRunner
 from refluent.processors.features import discover
 from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
 from refluent.streams.io import tail
@@ -24,7 +25,6 @@ from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import wait_until_committed
-from refluent.testing.runner import InMemoryRunner
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ them:
   with a member that has not left yet: a crashed one), the stale records arrive first: Faust
   acknowledges the "gap" between the committed offset and them, drops the re-read records as
   duplicates, and commits past records it never processed. The engine instead commits the
-  frontier of its :class:`~refluent.processors.ledger.DeliveryLedger`, which advances only over
+  frontier of its :class:`~refluent.engines.ledger.DeliveryLedger`, which advances only over
   records the engine applied itself (see :class:`LedgerCommits`).
 - **What a commit waits for.** Faust flushes its producer buffer before a commit, but that
   flush returns after 0.1 s without progress whether or not the buffer is empty; the engine
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from refluent.config import Settings
+from refluent.engines.ledger import DeliveryLedger, Partition
 from refluent.errors import require
-from refluent.processors.ledger import DeliveryLedger, Partition
 from refluent.streams.kafka import fetched_high_watermarks
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refluent.processors.ledger import DeliveryLedger
+from refluent.engines.ledger import DeliveryLedger
 
 TP = ("cdc.t", 0)
 

@@ -12,8 +12,8 @@ Topology, per view:
   primary key, which is the view's entity.
 
 Delivery: at-least-once from Kafka (the embedded broker cannot run Kafka transactions), kept by
-the engine's :class:`~refluent.processors.ledger.DeliveryLedger` rather than by Faust's own
-offset tracking (see :mod:`refluent.processors.faust_transport` for why):
+the engine's :class:`~refluent.engines.ledger.DeliveryLedger` rather than by Faust's own
+offset tracking (see :mod:`refluent.engines.faust_transport` for why):
 
 - every record is applied in offset order per partition: one below the partition's frontier
   was applied already and is skipped; one above it leaves a hole, which the engine reads from
@@ -25,7 +25,8 @@ offset tracking (see :mod:`refluent.processors.faust_transport` for why):
   consumed again after a crash changes nothing; its update is published again when it was the
   last one applied.
 
-Bad records go to ``<source>.dlq``, flushed before the record counts as processed.
+Bad records go to ``<source>.dlq``, flushed before the record counts as processed (see
+:class:`~refluent.engines.base.Engine`).
 """
 
 from __future__ import annotations
@@ -40,25 +41,17 @@ from typing import Any
 import orjson
 
 from refluent.config import Settings
+from refluent.engines.base import Engine, JsonStates
+from refluent.engines.faust_transport import ledger_transport
+from refluent.engines.ledger import DeliveryLedger, Partition
 from refluent.errors import require
 from refluent.observability import metrics
-from refluent.processors.faust_transport import ledger_transport
-from refluent.processors.features import EntityStateView, View
-from refluent.processors.ledger import DeliveryLedger, Partition
-from refluent.processors.runtime import (
-    EntityStateRuntime,
-    FeatureViewRuntime,
-    Outcome,
-    Source,
-    runtime_for,
-)
-from refluent.streams.contracts import CdcEnvelope
-from refluent.streams.deadletter import DeadLetterRouter
+from refluent.processors.features import View
+from refluent.processors.runtime import Outcome, ViewRuntime
 from refluent.streams.errors import DecodeError
-from refluent.streams.kafka import Producer, committed_or_start, read_range
+from refluent.streams.kafka import committed_or_start, read_range
+from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
-from refluent.streams.serde import JsonSerde
-from refluent.streams.topics import TopicCatalog
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +82,6 @@ class Rec:
 Handler = Callable[[Rec], None]
 
 
-def _load_state(raw: Any) -> dict[str, Any]:
-    """An entity state from the table: JSON bytes as written, or what recovery decoded."""
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, (bytes, bytearray, memoryview, str)):
-        return dict(orjson.loads(raw))
-    raise TypeError(f"unexpected state value of type {type(raw).__name__}: {raw!r:.80}")
-
-
 def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
@@ -120,24 +102,14 @@ def _worker_class() -> Any:
     return Worker
 
 
-class FaustEngine:
-    """Builds the Faust app that runs ``views``.
+class FaustEngine(Engine):
+    """Builds the Faust app that runs ``views`` (arguments as :class:`Engine`'s)."""
 
-    Args:
-        views: The views to run.
-        settings: Refluent settings (Kafka, topics, processing).
-        bootstrap_servers: Kafka brokers.
-        partitions: Partition count of each existing source topic. A table read straight from a
-            source topic (entity-state views) must have as many partitions as the topic.
-    """
+    name = "faust"
 
     def __init__(self, views: Sequence[View], settings: Settings, bootstrap_servers: str,
                  *, partitions: dict[str, int] | None = None) -> None:
-        self._partitions = partitions or {}
-        self.views = list(views)
-        self.settings = settings
-        self.bootstrap_servers = bootstrap_servers
-        self.catalog = TopicCatalog.from_settings(settings.topics)
+        super().__init__(views, settings, bootstrap_servers, partitions=partitions)
         proc = settings.processing
         batch = proc.producer_max_batch_size
         faust: Any = require("faust", "faust")
@@ -165,47 +137,14 @@ class FaustEngine:
         self.ledger = DeliveryLedger()
         self.assigned: set[Partition] = set()
         self.app.transport = ledger_transport(self.app, settings, bootstrap_servers, self)
-        self._dlq = Producer(settings.kafka, bootstrap_servers,
-                             **{"message.max.bytes": settings.kafka.dlq_max_record_bytes + 65536})
-        self._router = DeadLetterRouter(self._dlq)
-        self._serdes: dict[str, JsonSerde[Any]] = {}
         self._tables: dict[str, Any] = {}
         self._sent: list[Any] = []
-        self.stats = {"in": 0, "updates": 0, "dead_lettered": 0, "holes_filled": 0,
-                      "duplicates_skipped": 0, "rereads": 0}
-        self._m_in: dict[str, Any] = {}
-        for view in self.views:
-            self._wire(view)
+        self.stats.update(holes_filled=0, duplicates_skipped=0, rereads=0)
+        for runtime in self.runtimes:
+            self._wire(runtime)
         self.app.timer(STALL_S / 4, name="refluent-stalled-partitions")(self._reread_stalled)
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _serde(self, topic: str) -> JsonSerde[Any]:
-        serde = self._serdes.get(topic)
-        if serde is None:
-            spec = self.catalog.get(topic)
-            if spec.contract is None:
-                raise DecodeError(topic, "no_contract", f"topic {topic} has no event contract")
-            serde = JsonSerde(spec.contract, max_record_bytes=self.settings.kafka.max_record_bytes,
-                              allow_tombstones=spec.allow_tombstones)
-            self._serdes[topic] = serde
-        return serde
-
-    def _count_in(self, topic: str) -> None:
-        self.stats["in"] += 1
-        counter = self._m_in.get(topic)
-        if counter is None:
-            counter = self._m_in[topic] = metrics.RECORDS_IN.labels(
-                topic, self.settings.processing.app_id)
-        counter.inc()
-
-    def _reject(self, source: Source, key: bytes | None, value: bytes | None, step: str,
-                error: BaseException) -> None:
-        self._router.route_raw(source.topic, key, value, step, error,
-                               partition=source.partition, offset=source.offset)
-        # Flushed now, so a commit never covers a lost dead letter.
-        self._dlq.flush()
-        self.stats["dead_lettered"] += 1
 
     def _topic(self, name: str, partitions: int | None = None, internal: bool = False) -> Any:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -219,8 +158,7 @@ class FaustEngine:
     def _publish(self, out: Any, outcome: Outcome) -> None:
         for update in outcome.updates:
             self._send(out, update.entity_id.encode(), update.model_dump_json().encode())
-            metrics.FEATURE_UPDATES.labels(update.view).inc()
-        self.stats["updates"] += len(outcome.updates)
+        self.published(outcome.updates)
 
     def _store(self, table: Any, partition: int, states: dict[str, dict[str, Any]]) -> None:
         """Write states to the table's store now and stage them for the changelog, which the
@@ -304,147 +242,98 @@ class FaustEngine:
 
     # -- topology --------------------------------------------------------------------------
 
-    def _wire(self, view: View) -> None:
-        runtime = runtime_for(view)
+    def _wire(self, runtime: ViewRuntime) -> None:
+        """One table per view; records applied where they are read when the view's state is
+        partitioned like them, else forwarded by entity first (a repartition)."""
+        view = runtime.view
         faust: Any = require("faust", "faust")
         # Keys as JSON strings (they come back as str after recovery); states as raw JSON bytes.
         schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json",
                               value_serializer="raw")
-        partitions = self.settings.topics.default_partitions
-        if isinstance(view, EntityStateView):
-            partitions = self._partitions.get(view.source, partitions)
+        partitions = self.state_partitions(runtime)
         table = self.app.Table(f"state-{view.name}", default=None, schema=schema,
                                partitions=partitions)
         self._tables[table.name] = table
         out = self._topic(view.topic)
-        if isinstance(runtime, FeatureViewRuntime):
-            self._wire_feature_view(runtime, table, out)
-        else:
-            self._wire_entity_state(runtime, table, out)
-
-    def _wire_feature_view(self, runtime: FeatureViewRuntime, table: Any, out: Any) -> None:
-        view = runtime.view
-        partitions = self.settings.topics.default_partitions
-        by_entity = self._topic(f"{self.app.conf.id}-{view.name}-by-entity", internal=True,
-                                partitions=partitions)
+        states = JsonStates(table.data)
         engine = self
-
         seconds = metrics.ENGINE_RECORD_SECONDS.labels(view.name)
+        by_entity = None
+        if not runtime.keyed_by_source:
+            by_entity = self._topic(f"{self.app.conf.id}-{view.name}-by-entity", internal=True,
+                                    partitions=partitions)
 
-        def apply_one(src: Source, rec: Rec, keyed: tuple[str, dict[str, Any], int]) -> None:
+        def apply_one(origin: Origin, rec: Rec, event: Any) -> None:
             started = time.perf_counter()
-            entity, row, ts_ms = keyed
             try:
-                outcome = runtime.process(_load_state(table.data.get(entity)), entity, row,
-                                          ts_ms, src)
+                outcome = runtime.process(event, origin, states)
             except RecordRejected as exc:
-                engine._reject(src, rec.key, rec.value, exc.step, exc)
+                engine.reject(origin, rec.key, rec.value, exc)
                 return
             engine._store(table, rec.partition, outcome.states)
             engine._publish(out, outcome)
             seconds.observe(time.perf_counter() - started)
 
-        for source_topic in view.sources:
+        def route_one(rec: Rec) -> None:
+            origin = Origin(rec.topic, rec.partition, rec.offset)
+            engine.count_in(rec.topic)
+            try:
+                event = engine.decode(rec.topic, rec.value)
+                entity = None if by_entity is None else runtime.entity(event)
+            except (DecodeError, RecordRejected) as exc:
+                engine.reject(origin, rec.key, rec.value, exc)
+                return
+            if by_entity is None:
+                apply_one(origin, rec, event)
+                return
+            if entity is None:
+                return
+            key = entity.encode()
             # A record keyed by its entity, on a topic partitioned like the view's table, is
             # applied where it is: murmur2 puts the key on the same partition number in both.
-            # Anything else is forwarded to the by-entity topic first.
-            local = self._partitions.get(source_topic, partitions) == partitions
-
-            def route_one(rec: Rec, _topic: str = source_topic, _local: bool = local) -> None:
-                src = Source(rec.topic, rec.partition, rec.offset)
-                engine._count_in(rec.topic)
-                try:
-                    keyed = runtime.key(engine._serde(_topic).decode(rec.value))
-                except (DecodeError, RecordRejected) as exc:
-                    engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
-                    return
-                if keyed is None:
-                    return
-                entity = keyed[0].encode()
-                if _local and rec.key == entity:
-                    apply_one(src, rec, keyed)
-                    return
-                engine._send(by_entity, entity, rec.value or b"",
-                             {H_TOPIC: src.topic.encode(), H_PARTITION: str(src.partition).encode(),
-                              H_OFFSET: str(src.offset).encode()})
-
-            async def route(stream: Any, _route_one: Handler = route_one) -> None:
-                async for event in stream.events():
-                    engine._apply_in_order(engine._in_order(
-                        event.message, event.key, event.value, event.headers), _route_one)
-
-            self.app.agent(self._topic(source_topic), name=f"{view.name}-from-{source_topic}")(
-                route)
+            if rec.key == key and self.partitions.get(rec.topic, partitions) == partitions:
+                apply_one(origin, rec, event)
+                return
+            engine._send(by_entity, key, rec.value or b"",
+                         {H_TOPIC: origin.topic.encode(),
+                          H_PARTITION: str(origin.partition).encode(),
+                          H_OFFSET: str(origin.offset).encode()})
 
         def apply_forwarded(rec: Rec) -> None:
-            src = Source(rec.headers[H_TOPIC].decode(), int(rec.headers[H_PARTITION]),
-                         int(rec.headers[H_OFFSET]))
+            origin = Origin(rec.headers[H_TOPIC].decode(), int(rec.headers[H_PARTITION]),
+                            int(rec.headers[H_OFFSET]))
             try:
-                keyed = runtime.key(engine._serde(src.topic).decode(rec.value))
-            except (DecodeError, RecordRejected) as exc:
-                engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
+                event = engine.decode(origin.topic, rec.value)
+            except DecodeError as exc:
+                engine.reject(origin, rec.key, rec.value, exc)
                 return
-            if keyed is not None:
-                apply_one(src, rec, keyed)
+            apply_one(origin, rec, event)
 
-        async def apply(stream: Any) -> None:
-            async for event in stream.events():
-                engine._apply_in_order(engine._in_order(
-                    event.message, event.key, event.value, event.headers), apply_forwarded)
+        for source_topic in view.sources:
+            self._agent(self._topic(source_topic), f"{view.name}-from-{source_topic}", route_one)
+        if by_entity is not None:
+            self._agent(by_entity, f"{view.name}-apply", apply_forwarded)
 
-        self.app.agent(by_entity, name=f"{view.name}-apply")(apply)
-
-    def _wire_entity_state(self, runtime: EntityStateRuntime, table: Any, out: Any) -> None:
-        view: EntityStateView = runtime.view
+    def _agent(self, channel: Any, name: str, handle: Handler) -> None:
         engine = self
 
-        def lookup(key: str) -> dict[str, Any]:
-            return _load_state(table.data.get(key))
-
-        def apply_one(rec: Rec) -> None:
-            src = Source(rec.topic, rec.partition, rec.offset)
-            engine._count_in(rec.topic)
-            try:
-                decoded = engine._serde(view.source).decode(rec.value)
-                if decoded is None:
-                    return  # a tombstone after a delete
-                assert isinstance(decoded, CdcEnvelope)  # noqa: S101 - cdc.* contract
-                if decoded.op == "t":
-                    states = {k: _load_state(v) for k, v in table.data.items()}
-                    outcome = runtime.truncate(decoded, src, states)
-                else:
-                    outcome = runtime.process(decoded, src, lookup)
-            except (DecodeError, RecordRejected) as exc:
-                engine._reject(src, rec.key, rec.value, getattr(exc, "step", "decode"), exc)
-                return
-            engine._store(table, rec.partition, outcome.states)
-            engine._publish(out, outcome)
-
-        async def apply(stream: Any) -> None:
+        async def agent(stream: Any) -> None:
             async for event in stream.events():
                 engine._apply_in_order(engine._in_order(
-                    event.message, event.key, event.value, event.headers), apply_one)
+                    event.message, event.key, event.value, event.headers), handle)
 
-        self.app.agent(self._topic(view.source), name=f"{view.name}-apply")(apply)
+        self.app.agent(channel, name=name)(agent)
 
     # -- running ---------------------------------------------------------------------------
 
-    def topics_to_create(self) -> list[str]:
-        """Source, output and dead-letter topics the engine expects to exist."""
-        names: list[str] = []
-        for view in self.views:
-            for source in view.sources:
-                names += [source, source + ".dlq"]
-            names.append(view.topic)
-        return list(dict.fromkeys(names))
-
     def run(self, loglevel: str = "warn") -> None:
         """Run the worker until SIGTERM/SIGINT (blocks)."""
+        self.setup()
         worker = _worker_class()(self.app, loglevel=loglevel, quiet=True)
         try:
             worker.execute_from_commandline()
         finally:
-            self._dlq.close()
+            self.close()
 
 
 def _headers(raw: Any) -> dict[str, bytes]:
@@ -460,19 +349,4 @@ def _faust_tp(tp: Partition) -> Any:
     return faust_types.TP(*tp)
 
 
-def views_in(views: Sequence[View], names: Sequence[str] | None) -> list[View]:
-    """The views named in ``names`` (all when None).
-
-    Raises:
-        KeyError: a name is not a declared view.
-    """
-    if not names:
-        return list(views)
-    by_name = {v.name: v for v in views}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise KeyError(f"unknown view(s) {missing}; declared: {sorted(by_name)}")
-    return [by_name[n] for n in names]
-
-
-__all__ = ["FaustEngine", "views_in"]
+__all__ = ["FaustEngine"]

@@ -1,8 +1,9 @@
-"""An in-memory runner: feature views over lists of events, no broker, no Redis.
+"""The in-memory engine: feature views over lists of events, no broker, no Redis.
 
-It does what an engine does (entity states stored as JSON between events, updates published,
-bad records set aside with the reason), so users can test their views in a unit test and the
-engines can be checked against it.
+It does what an engine does (entity states stored as JSON between events, through the same
+:class:`~refluent.processors.runtime.ViewRuntime` calls, updates published, bad records set
+aside with the reason), so users can test their views in a unit test and the engines can be
+checked against it. :mod:`refluent.testing` re-exports it.
 
 Examples:
     >>> from datetime import UTC, datetime, timedelta
@@ -24,20 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
+from refluent.engines.base import JsonStates
 from refluent.processors.features import View
-from refluent.processors.runtime import (
-    EntityStateRuntime,
-    FeatureViewRuntime,
-    Outcome,
-    Source,
-    runtime_for,
-)
-from refluent.streams.contracts import CdcEnvelope, FeatureUpdate
+from refluent.processors.runtime import Outcome, ViewRuntime, runtime_for
+from refluent.streams.contracts import FeatureUpdate
+from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
 
 
@@ -46,7 +41,7 @@ class Rejected:
     """A record a view would dead-letter."""
 
     view: str
-    source: Source
+    origin: Origin
     reason: str
     detail: str
 
@@ -80,46 +75,26 @@ class InMemoryRunner:
                 offset = self._offsets.get((topic, partition), -1) + 1
             self._offsets[(topic, partition)] = max(offset, self._offsets.get(
                 (topic, partition), -1))
-            source = Source(topic, partition, offset)
+            origin = Origin(topic, partition, offset)
             for runtime in self._runtimes:
                 if topic in runtime.view.sources:
-                    published += self._run(runtime, event, source)
+                    published += self._run(runtime, event, origin)
         return published
 
-    def _run(self, runtime: FeatureViewRuntime | EntityStateRuntime, event: BaseModel | None,
-             source: Source) -> list[FeatureUpdate]:
+    def _run(self, runtime: ViewRuntime, event: BaseModel | None, origin: Origin
+             ) -> list[FeatureUpdate]:
         name = runtime.view.name
         store = self.states.setdefault(name, {})
-
-        def lookup(key: str) -> dict[str, Any]:
-            raw = store.get(key)
-            return orjson.loads(raw) if raw is not None else {}
-
         try:
-            if isinstance(runtime, FeatureViewRuntime):
-                keyed = runtime.key(event)
-                if keyed is None:
-                    return []
-                entity, row, ts_ms = keyed
-                outcome = runtime.process(lookup(entity), entity, row, ts_ms, source)
-            else:
-                if isinstance(event, CdcEnvelope) and event.op == "t":
-                    outcome = runtime.truncate(event, source,
-                                               {k: orjson.loads(v) for k, v in store.items()})
-                elif event is None:
-                    return []
-                else:
-                    assert isinstance(event, CdcEnvelope)  # noqa: S101 - key() checked it
-                    outcome = runtime.process(event, source, lookup)
+            outcome = runtime.process(event, origin, JsonStates(store))
         except RecordRejected as exc:
-            self.rejected.append(Rejected(name, source, exc.reason, exc.detail))
+            self.rejected.append(Rejected(name, origin, exc.reason, exc.detail))
             return []
         return self._store(name, store, outcome)
 
     def _store(self, name: str, store: dict[str, bytes], outcome: Outcome
                ) -> list[FeatureUpdate]:
-        for key, state in outcome.states.items():
-            store[key] = orjson.dumps(state)  # what a changelog would hold
+        JsonStates(store).put(outcome.states)  # what a changelog would hold
         online = self.online.setdefault(name, {})
         for update in outcome.updates:
             current = online.get(update.entity_id)
