@@ -201,41 +201,13 @@ class FeedbackSettings(_Component):
     """Labels a challenger must have scored before it can be promoted."""
 
 
-class PrivacySettings(_Component):
-    """The differential-privacy budget of each model lineage."""
-
-    target_epsilon: float = Field(default=8.0, gt=0)
-    """Total epsilon a lineage may spend across all trainings."""
-    target_delta: float = Field(default=1e-5, gt=0, lt=1)
-    """delta of the (epsilon, delta) guarantee."""
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    """Per-sample gradient clipping norm."""
-    accountant: Literal["prv", "rdp"] = "prv"
-    """Privacy accountant."""
-
-
-class WebhookSettings(_Component):
-    """Signed alert webhooks (Standard Webhooks)."""
-
-    endpoints: list[str] = Field(default_factory=list)
-    """URLs that receive alerts."""
-    secret: SecretStr | None = None
-    """Signing secret (whsec_... base64); never logged."""
-    max_attempts: int = Field(default=8, ge=1)
-    """Delivery attempts before an alert stays parked in the outbox."""
-    backoff_initial_s: float = Field(default=1.0, gt=0)
-    """First retry delay; doubles each attempt."""
-    timeout_s: float = Field(default=5.0, gt=0)
-    """Timeout of one delivery."""
-
-
 class ProcessingSettings(_Component):
     """The feature pipeline: which views run, and how the engine keeps their state."""
 
     views: str | None = None
     """Module (dotted name or .py file) declaring the feature views."""
-    engine: Literal["faust"] = "faust"
-    """Engine running the views on this machine (Flink SQL runs them on a cluster)."""
+    engine: str = Field(default="faust", min_length=1)
+    """Engine running the views: ``faust``, or an Engine subclass by dotted path."""
     app_id: str = "refluent-features"
     """Engine application id: consumer group and prefix of its internal topics."""
     table_store: str = "memory://"
@@ -299,10 +271,6 @@ class Settings(BaseSettings):
     """Model registry."""
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     """Feedback join and online learning."""
-    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
-    """Differential privacy."""
-    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    """Alert webhooks."""
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     """Feature pipeline."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
