@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -316,6 +317,55 @@ def load_settings(**overrides: Any) -> Settings:
                           f"sources: arguments, REFLUENT_* environment, {path})") from exc
 
 
+SECRET_KEY_WORDS = ("secret", "password", "passwd", "token", "credential", "private-key")
+"""A property whose name holds one of these words holds a secret (``s3.secret-access-key``)."""
+MASK = "**********"
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for messages and output.
+
+    Examples:
+        >>> safe_url("redis://:s3cret@db:6379/0")
+        'redis://:***@db:6379/0'
+        >>> safe_url("postgresql+psycopg://lake:s3cret@db:5432/lake")
+        'postgresql+psycopg://lake:***@db:5432/lake'
+        >>> safe_url("sqlite:////tmp/catalog.db")
+        'sqlite:////tmp/catalog.db'
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return url
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, key) for v in value]
+    if isinstance(value, str) and value:
+        if any(word in key.lower() for word in SECRET_KEY_WORDS):
+            return MASK
+        if "://" in value and "@" in value:
+            return safe_url(value)
+    return value
+
+
 def masked(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, secrets shown as ``**********``."""
-    return settings.model_dump(mode="json")
+    """The effective settings as plain data, fit to show: secret fields as ``**********``,
+    passwords inside URLs as ``***``, and properties whose names say secret masked.
+
+    Examples:
+        >>> s = Settings(redis={"url": "redis://:pw@db:6379/0"},
+        ...              lake={"properties": {"s3.secret-access-key": "k", "s3.region": "eu"}})
+        >>> shown = masked(s)
+        >>> shown["redis"]["url"], shown["lake"]["properties"]
+        ('redis://:***@db:6379/0', {'s3.secret-access-key': '**********', 's3.region': 'eu'})
+    """
+    return dict(_mask(settings.model_dump(mode="json")))

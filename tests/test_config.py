@@ -70,13 +70,24 @@ def test_missing_config_file_named_in_env__is_an_error(
 
 def test_secrets__are_masked_and_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFLUENT_KAFKA__SASL_PASSWORD", "hunter2")
-    monkeypatch.setenv("REFLUENT_WEBHOOKS__SECRET", "whsec_c2VjcmV0")
+    monkeypatch.setenv("REFLUENT_REDIS__URL", "redis://app:redispw@db:6379/0")
+    monkeypatch.setenv("REFLUENT_LAKE__CATALOG_URI", "postgresql+psycopg://lake:lakepw@pg/lake")
+    monkeypatch.setenv("REFLUENT_LAKE__PROPERTIES",
+                       '{"s3.secret-access-key": "s3pw", "s3.session-token": "t0k3n", '
+                       '"s3.access-key-id": "AKIA", "s3.endpoint": "http://u:minio@s3:9000"}')
     s = load_settings()
     assert s.kafka.sasl_password is not None
     assert s.kafka.sasl_password.get_secret_value() == "hunter2"
-    dumped = str(masked(s)) + repr(s)
-    assert "hunter2" not in dumped and "whsec_c2VjcmV0" not in dumped
-    assert masked(s)["kafka"]["sasl_password"] == "**********"
+    shown = masked(s)
+    assert "hunter2" not in repr(s)
+    for secret in ("hunter2", "redispw", "lakepw", "s3pw", "t0k3n", "minio"):
+        assert secret not in str(shown)
+    assert shown["kafka"]["sasl_password"] == "**********"
+    assert shown["redis"]["url"] == "redis://app:***@db:6379/0"
+    assert shown["lake"]["catalog_uri"] == "postgresql+psycopg://lake:***@pg/lake"
+    assert shown["lake"]["properties"] == {
+        "s3.secret-access-key": "**********", "s3.session-token": "**********",
+        "s3.access-key-id": "AKIA", "s3.endpoint": "http://u:***@s3:9000"}
     assert s.kafka.client_config("b:9092")["sasl.password"] == "hunter2"
 
 

@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from refluent.config import Settings
+import psutil
+
+from refluent.config import Settings, safe_url
 from refluent.embedded.errors import (
     PortInUseError,
     ServiceBinaryNotFoundError,
@@ -64,30 +66,27 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def pid_runs(pid: int, program: str | None = None) -> bool:
     """True if ``pid`` is alive (not a zombie) and, when given, runs the executable ``program``.
 
-    The executable is read from ``/proc/<pid>/exe`` rather than the command line, which
+    The executable is asked of the process rather than read from its command line, which
     services such as redis-server rewrite.
     """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():
-        return True
-    try:
-        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-    except (OSError, IndexError):
+        if program is None:
+            return True
+        exe = proc.exe()
+    except psutil.NoSuchProcess:
         return False
-    if program is None:
-        return True
+    except psutil.AccessDenied:
+        return True  # someone else's process: alive, and not ours to judge
+    if exe:
+        return Path(exe).resolve() == Path(program).resolve()
     try:
-        return Path(os.readlink(proc / "exe")).resolve() == Path(program).resolve()
-    except OSError:
-        argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        return argv0.split(" ")[0].endswith(Path(program).name)
+        argv0 = proc.cmdline()[0]
+    except (psutil.Error, IndexError):
+        return False
+    return argv0.split(" ")[0].endswith(Path(program).name)
 
 
 def _reap(pid: int) -> None:
@@ -411,8 +410,8 @@ def up(settings: Settings, on_step: Any = None) -> dict[str, ServiceRecord]:
         for name, external, check, start, port, binary in processes:
             if external:
                 check(external, timeout=emb.start_timeout_s)
-                services[name] = ServiceRecord(name, _mask_url(external), True)
-                say(name, f"external at {_mask_url(external)}")
+                services[name] = ServiceRecord(name, safe_url(external), True)
+                say(name, f"external at {safe_url(external)}")
             elif alive(name):
                 say(name, f"already running at {services[name].address}")
             else:
@@ -424,7 +423,7 @@ def up(settings: Settings, on_step: Any = None) -> dict[str, ServiceRecord]:
         if settings.lake.catalog_uri:
             check_lake(settings.lake.catalog_uri, settings.lake.warehouse or "",
                        settings.lake.namespace, create=True)
-            services["lake"] = ServiceRecord("lake", _mask_url(settings.lake.catalog_uri), True,
+            services["lake"] = ServiceRecord("lake", safe_url(settings.lake.catalog_uri), True,
                                              extra={"warehouse": settings.lake.warehouse or ""})
             say("lake", "external catalog")
         else:
@@ -438,17 +437,6 @@ def up(settings: Settings, on_step: Any = None) -> dict[str, ServiceRecord]:
         raise
     save_state(state_dir, services)
     return services
-
-
-def _mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,21 +15,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from refluent.errors import RefluentError
 
 
 def cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system, all threads) process ``pid`` has used so far, None once it
-    is gone (Linux). On a shared machine work per CPU-second says more than per wall second.
+    is gone. On a shared machine work per CPU-second says more than per wall second.
 
+        >>> import os
         >>> cpu_seconds(os.getpid()) >= 0
         True
     """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 class CommandError(RefluentError):

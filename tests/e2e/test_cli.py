@@ -49,11 +49,17 @@ def test_help__every_command_explains_itself(command: list[str]) -> None:
 @pytest.mark.unit
 def test_config_show__masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFLUENT_KAFKA__SASL_PASSWORD", "hunter2")
-    result = CliRunner().invoke(app, ["config", "show", "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    monkeypatch.setenv("REFLUENT_REDIS__URL", "redis://:redispw@db:6379/0")
+    monkeypatch.setenv("REFLUENT_LAKE__PROPERTIES", '{"s3.secret-access-key": "s3pw"}')
+    for args in (["config", "show", "--json"], ["config", "show"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        for secret in ("hunter2", "redispw", "s3pw"):
+            assert secret not in result.output
+    data = json.loads(CliRunner().invoke(app, ["config", "show", "--json"]).output)
     assert data["kafka"]["sasl_password"] == "**********"
-    assert "hunter2" not in result.output
+    assert data["redis"]["url"] == "redis://:***@db:6379/0"
+    assert data["lake"]["properties"] == {"s3.secret-access-key": "**********"}
 
 
 @pytest.mark.unit
