@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from refluent.cli.app import app
@@ -31,9 +33,21 @@ def _cli(tmp_path: Path, *args: str, check: bool = True, stdin: str | None = Non
     return proc
 
 
-COMMANDS = [[], ["config"], ["config", "show"], ["schemas"], ["schemas", "export"], ["topics"],
-            ["topics", "create"], ["topics", "list"], ["topics", "describe"], ["up"],
-            ["status"], ["down"], ["produce"], ["tail"], ["demo"]]
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group of the CLI, walked from the app itself (none can be missed)."""
+    found = [list(path)]
+    for name, sub in sorted(getattr(group, "commands", {}).items()):
+        found += _commands(sub, (*path, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+@pytest.mark.unit
+def test_help__the_walk_finds_the_nested_commands() -> None:
+    assert len(COMMANDS) > 30
+    assert ["lake", "query"] in COMMANDS and ["models", "promote"] in COMMANDS
 
 
 @pytest.mark.unit
@@ -42,6 +56,10 @@ def test_help__every_command_explains_itself(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+    after_usage = result.output.split("Usage", 1)[1].splitlines()[1:]
+    summary = next((line.strip() for line in after_usage if line.strip()), "")
+    assert summary and not summary.startswith("╭"), \
+        f"refluent {' '.join(command)} has no help text:\n{result.output}"
     if not command:
         assert "REFLUENT_KAFKA__BOOTSTRAP_SERVERS" in result.output
 
