@@ -26,7 +26,6 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from refluent.embedded.services import lake_catalog
+from refluent.observability import stats
 from refluent.sinks import lake_maintenance as lm
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.iceberg import IcebergSink, RawEventsTable
@@ -60,18 +60,9 @@ def batch(commit: int, rows: int) -> list[SinkRecord[Any]]:
     return out
 
 
-def quantile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 def summary(latencies: list[float]) -> dict[str, float]:
     """p50 / p99 / mean / max in milliseconds."""
-    return {"p50_ms": round(quantile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(quantile(latencies, 0.99) * 1000, 2),
-            "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
-            "max_ms": round(max(latencies) * 1000, 2)}
+    return stats.summary(latencies, digits=2)
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -127,7 +118,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "maintenance": {"every_commits": args.expire_every, "retain_last": args.retain_last,
                         "runs": len(maintenance), "expired_snapshots": expired,
                         "deleted_files": deleted, "compacted_files": compacted,
-                        **({"run_p50_ms": round(quantile(maintenance, 0.5) * 1000, 1),
+                        **({"run_p50_ms": round(stats.quantile(maintenance, 0.5) * 1000, 1),
                             "run_max_ms": round(max(maintenance) * 1000, 1)}
                            if maintenance else {})},
         "end_state": {"snapshots": len(table.metadata.snapshots),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import platform
 import random
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
+from refluent.observability.stats import summary
 from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.redis import DELETED_FIELD, EVENT_TIME_FIELD, RedisOnlineStore
@@ -55,15 +55,7 @@ VIEW = "bench_view"
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
     """p50/p99/p999 (nearest rank), mean and max in milliseconds."""
-    xs = sorted(samples_ns)
-    n = len(xs)
-
-    def rank(p: float) -> float:
-        return xs[max(0, math.ceil(p * n) - 1)] / 1e6
-
-    return {"p50_ms": round(rank(0.50), 4), "p99_ms": round(rank(0.99), 4),
-            "p999_ms": round(rank(0.999), 4), "mean_ms": round(sum(xs) / n / 1e6, 4),
-            "max_ms": round(xs[-1] / 1e6, 4), "n": n}
+    return summary(samples_ns, scale=1e-6, digits=4, quantiles=(0.5, 0.99, 0.999))
 
 
 def timed(fn: Callable[[], Any], iterations: int, warmup: int) -> dict[str, float]:

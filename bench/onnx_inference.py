@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
 import sys
@@ -41,19 +40,13 @@ import onnxruntime
 import torch
 
 from refluent.examples.models import onnx_mlp_classifier
+from refluent.observability.stats import summary
 from refluent.serving.onnx import OnnxModel
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
     """p50/p99 (nearest rank), mean and max in milliseconds."""
-    xs = sorted(samples_ns)
-    n = len(xs)
-
-    def rank(p: float) -> float:
-        return xs[max(0, math.ceil(p * n) - 1)] / 1e6
-
-    return {"p50_ms": round(rank(0.50), 4), "p99_ms": round(rank(0.99), 4),
-            "mean_ms": round(sum(xs) / n / 1e6, 4), "max_ms": round(xs[-1] / 1e6, 4), "n": n}
+    return summary(samples_ns, scale=1e-6, digits=4)
 
 
 def timed(fn: Callable[[int], Any], iterations: int, warmup: int,

@@ -56,6 +56,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from refluent.config import Settings
+from refluent.observability.stats import quantile
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
@@ -75,13 +76,6 @@ def view(features: tuple[str, ...]) -> FeatureView:
     """The view the model reads: one ``last`` feature per input."""
     return FeatureView("bench", "entity_id", ("logs.app",), tuple(
         Aggregation(f, "last", f, Tumbling(timedelta(hours=1))) for f in features))
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,11 +231,11 @@ def phase(producer: Any, topic: str, receiver: Receiver, conn: Any | None, rate:
         "sent": len(sent),
         "answered": answered,
         "drained": answered == len(sent),
-        "p50_ms": round(_quantile(latencies, 0.5), 3),
-        "p99_ms": round(_quantile(latencies, 0.99), 3),
+        "p50_ms": round(quantile(latencies, 0.5), 3),
+        "p99_ms": round(quantile(latencies, 0.99), 3),
         "max_ms": round(max(latencies, default=float("nan")), 3),
-        "sent_to_scored_ms_p50": round(_quantile(scored, 0.5), 3),
-        "sent_to_scored_ms_p99": round(_quantile(scored, 0.99), 3),
+        "sent_to_scored_ms_p50": round(quantile(scored, 0.5), 3),
+        "sent_to_scored_ms_p99": round(quantile(scored, 0.99), 3),
         "service": stages,
         "cpu_percent": cpu,
     }
@@ -294,8 +288,8 @@ def http_phase(port: int, rate: float, seconds: float, pids: dict[str, int],
     asyncio.run(run())
     cpu = cpu_percent(pids, cpu_before, time.perf_counter() - started)
     return {"rate": rate, "sent": int(rate * seconds), "answered": len(latencies),
-            "failures": len(failures), "p50_ms": round(_quantile(latencies, 0.5), 3),
-            "p99_ms": round(_quantile(latencies, 0.99), 3),
+            "failures": len(failures), "p50_ms": round(quantile(latencies, 0.5), 3),
+            "p99_ms": round(quantile(latencies, 0.99), 3),
             "max_ms": round(max(latencies, default=float("nan")), 3), "cpu_percent": cpu}
 
 
