@@ -41,7 +41,7 @@ import onnxruntime
 import torch
 
 from refluent.examples.models import onnx_mlp_classifier
-from refluent.serving.onnx import OnnxModel
+from refluent.models.onnx import OnnxModel
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:

@@ -63,7 +63,8 @@ def serve(
     s = settings()
     names = _names(models)
     bootstrap = resolve_bootstrap(s)
-    from refluent.serving.service import KafkaPredictionService, build_scorer, settle_heap
+    from refluent.serving.scorer import build_scorer
+    from refluent.serving.service import KafkaPredictionService, settle_heap
 
     scorer = build_scorer(s, models=names, views=views)
     if scorer.reader is not None:
@@ -116,7 +117,7 @@ def start_http(s: Any, bootstrap: str, scorer: Any, host: str | None,
     thread and the publisher of its predictions. Set ``server.should_exit`` to stop it."""
     from refluent.errors import require
     from refluent.serving.http import HttpFrontEnd, create_app
-    from refluent.serving.service import PredictionPublisher
+    from refluent.serving.publisher import PredictionPublisher
 
     uvicorn: Any = require("uvicorn", "serving")
     publisher = PredictionPublisher(s, bootstrap)

@@ -40,8 +40,8 @@ from refluent.registry.errors import (
 from refluent.streams.processing import RecordRejected
 
 if TYPE_CHECKING:
+    from refluent.models.base import ServableModel
     from refluent.registry import ModelRegistry, ModelVersion
-    from refluent.serving.base import ServableModel
 
 log = logging.getLogger(__name__)
 

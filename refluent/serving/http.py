@@ -64,15 +64,17 @@ except ImportError as exc:  # pragma: no cover - fastapi ships with the serving 
     raise MissingExtraError("fastapi", "serving") from exc
 
 from refluent.observability import serving as m
+from refluent.serving.batching import MicroBatcher
 from refluent.serving.holder import LoadedModel, UnknownServedModelError
-from refluent.serving.service import MicroBatcher, Outcome, ScoreRequest
+from refluent.serving.scorer import Outcome, ScoreRequest
 from refluent.streams.contracts import FeatureValue, Prediction
 from refluent.streams.processing import RecordRejected
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from refluent.serving.service import PredictionPublisher, Scorer
+    from refluent.serving.publisher import PredictionPublisher
+    from refluent.serving.scorer import Scorer
 
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
            "UINT32", "UINT64"}
@@ -355,7 +357,7 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[int],
 
 
 class HttpFrontEnd:
-    """Scores HTTP requests through a :class:`~refluent.serving.service.MicroBatcher`, so
+    """Scores HTTP requests through a :class:`~refluent.serving.batching.MicroBatcher`, so
     concurrent requests share a batch (at most ``max_batch_size`` rows, waiting at most
     ``linger_s``), and publishes the predictions.
 
@@ -410,7 +412,7 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from refluent.serving.online import OnlineStoreError
+    from refluent.online_store.errors import OnlineStoreError
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from refluent.config import Settings
 from refluent.examples.models import onnx_mlp_classifier, river_regressor, synthetic_rows
+from refluent.models.base import ServableModel
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
 from refluent.registry import ModelRegistry
-from refluent.serving.base import ServableModel
 from refluent.serving.http import (
     HttpFrontEnd,
     InferRequestError,
@@ -25,7 +25,8 @@ from refluent.serving.http import (
     infer_response,
     parse_inputs,
 )
-from refluent.serving.service import PredictionPublisher, build_scorer, prediction_id
+from refluent.serving.publisher import PredictionPublisher
+from refluent.serving.scorer import build_scorer, prediction_id
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.redis import RedisOnlineStore
 from refluent.streams.contracts import FeatureUpdate, Prediction
