@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -22,6 +23,7 @@ from refluent.examples.models import (
 )
 from refluent.models.base import ServableModel
 from refluent.registry import (
+    ArtifactDigestError,
     IcebergModelRegistry,
     InvalidNameError,
     ModelKindMismatchError,
@@ -109,6 +111,49 @@ def test_load__rebuilds_the_registered_model(registry: IcebergModelRegistry) -> 
     _, loaded_onnx = registry.load("mlp", version=1)
     assert loaded_onnx.predict_many(ROWS) == onnx.predict_many(ROWS)
     assert registry.get("mlp", 1).model_meta["classes"] == ["no", "yes"]
+
+
+def _overwrite(registry: IcebergModelRegistry, uri: str, data: bytes) -> None:
+    with registry.io.new_output(uri).create(overwrite=True) as out:
+        out.write(data)
+
+
+def test_load__refuses_an_artifact_changed_after_it_was_stored(
+        registry: IcebergModelRegistry) -> None:
+    model = _learned()
+    v1 = registry.register("churn", model, alias="champion")
+    assert v1.artifact_sha256 is not None and len(v1.artifact_sha256) == 64
+    _, intact = registry.load("churn")  # an intact artifact loads
+    assert intact.predict_many(ROWS) == model.predict_many(ROWS)
+    # A different (valid) pickle swapped in behind the registry's back is never unpickled.
+    _overwrite(registry, v1.artifact_uri, _learned(seed=7).to_bytes())
+    with pytest.raises(ArtifactDigestError, match=r"'churn' version 1") as err:
+        registry.load("churn")
+    assert err.value.expected == v1.artifact_sha256 and err.value.actual != err.value.expected
+    assert v1.artifact_uri in str(err.value)
+    # A checkpoint is checked too, and the error names it.
+    _overwrite(registry, v1.artifact_uri, model.to_bytes())
+    cp = registry.save_checkpoint("churn", 1, model, offsets={"t": {0: 1}}, examples=1,
+                                  state={})
+    assert cp.artifact_sha256 is not None
+    _overwrite(registry, cp.artifact_uri, b"tampered")
+    with pytest.raises(ArtifactDigestError, match=r"version 1 checkpoint 1"):
+        registry.load_checkpoint(cp)
+
+
+def test_load__a_version_stored_without_a_digest_loads_unchecked(
+        registry: IcebergModelRegistry) -> None:
+    model = _learned()
+    registry.register("churn", model, alias="champion")
+    table = registry._table(VERSIONS_TABLE)
+    rows = table.scan().to_arrow().to_pylist()
+    for row in rows:
+        row["artifact_sha256"] = None  # as rows written before digests were recorded
+    table.overwrite(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+    old = registry.get("churn", 1)
+    assert old.artifact_sha256 is None
+    _, loaded = registry.load("churn")
+    assert loaded.predict_many(ROWS) == model.predict_many(ROWS)
 
 
 def test_promote_then_rollback__walks_back_through_the_holders(
