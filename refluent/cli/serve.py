@@ -122,7 +122,9 @@ def start_http(s: Any, bootstrap: str, scorer: Any, host: str | None,
     uvicorn: Any = require("uvicorn", "serving")
     publisher = PredictionPublisher(s, bootstrap)
     front = HttpFrontEnd(scorer, publisher, max_batch_size=s.serving.max_batch_size,
-                         linger_s=s.serving.batch_linger_ms / 1000)
+                         linger_s=s.serving.batch_linger_ms / 1000,
+                         max_request_bytes=s.serving.max_request_bytes,
+                         max_request_rows=s.serving.max_request_rows)
     app = create_app(front, registry=scorer.holder.registry)
     config = uvicorn.Config(app, host=host or s.serving.host, port=s.serving.port if port is None
                             else port, log_level="warning", lifespan="on")

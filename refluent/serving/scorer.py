@@ -381,5 +381,6 @@ def build_scorer(
 
         reader = RedisOnlineReader.from_settings(settings)
     holder = ModelHolder(registry, names=models, refresh_s=settings.serving.model_refresh_s,
-                         only_named=bool(models) if only_named is None else only_named)
+                         only_named=bool(models) if only_named is None else only_named,
+                         max_pinned=settings.serving.max_pinned_versions)
     return Scorer.from_settings(settings, holder, reader, FeatureCatalog(declared))
