@@ -58,8 +58,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
+from refluent.online_store.redis import RedisOnlineReader
 from refluent.processors.features import discover
-from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.iceberg import (
     LakeTableNotFoundError,
     load_table,
@@ -389,7 +389,7 @@ def check_online(settings: Settings, work: Workload) -> int:
     Raises:
         AssertionError: an entity differs.
     """
-    reader = OnlineFeatureReader.from_settings(settings, socket_timeout=10)
+    reader = RedisOnlineReader.from_settings(settings, socket_timeout=10)
     checked = 0
     try:
         for view in work.views:

@@ -63,9 +63,9 @@ from refluent.embedded.services import lake_catalog, start_redis
 from refluent.feedback.base import SourceRef
 from refluent.feedback.join import EventTimeMerger, FeedbackJoin, RedisJoinStore, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.models.river import RiverModel
 from refluent.online_learning.learner import LearnerPool
-from refluent.registry import ModelRegistry
-from refluent.serving.river import RiverModel
+from refluent.registry import IcebergModelRegistry
 from refluent.streams.contracts import Feedback, Prediction
 from refluent.streams.serde import JsonSerde
 
@@ -175,7 +175,8 @@ def river_loop(data: list[tuple[dict[str, Any], Any]], delay: int, window: int
 def ours(url: str, recs: list[tuple[str, int, int, bytes, bytes]], n: int, batch: int,
          window: int, *, decode: bool, lake: Path, prefix: str,
          profile: cProfile.Profile | None = None, redis: bool = True) -> dict[str, Any]:
-    registry = ModelRegistry(lake_catalog(f"sqlite:///{lake / 'catalog.db'}", lake.as_uri()))
+    registry = IcebergModelRegistry(
+        lake_catalog(f"sqlite:///{lake / 'catalog.db'}", lake.as_uri()))
     name = MODEL
     registry.register(name, RiverModel(make_model()), alias="champion")
     settings = FeedbackSettings(checkpoint_every=10**9, rolling_window=window,

@@ -43,9 +43,10 @@ import redis
 from redis.utils import HIREDIS_AVAILABLE
 
 from refluent.observability.stats import summary
-from refluent.serving.online import OnlineFeatureReader
+from refluent.online_store.base import DELETED_FIELD, EVENT_TIME_FIELD
+from refluent.online_store.redis import RedisOnlineReader
 from refluent.sinks.base import SinkRecord
-from refluent.sinks.redis import DELETED_FIELD, EVENT_TIME_FIELD, RedisOnlineStore
+from refluent.sinks.redis import RedisOnlineStore
 from refluent.streams.contracts import FeatureUpdate, FeatureValue
 from refluent.testing.services import running_services
 
@@ -97,7 +98,7 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench{random.randrange(1 << 30):x}"
     store = RedisOnlineStore(url, {VIEW: timedelta(hours=1)}, key_prefix=prefix)
     store.setup()
-    reader = OnlineFeatureReader(url, key_prefix=prefix)
+    reader = RedisOnlineReader(url, key_prefix=prefix)
     reader.setup()
     raw = redis.Redis.from_url(url)
     rng = random.Random(args.seed)

@@ -40,8 +40,8 @@ import onnxruntime
 import torch
 
 from refluent.examples.models import onnx_mlp_classifier
+from refluent.models.onnx import OnnxModel
 from refluent.observability.stats import summary
-from refluent.serving.onnx import OnnxModel
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:

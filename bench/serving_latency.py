@@ -89,7 +89,8 @@ def serve(settings_data: dict[str, Any], features: tuple[str, ...], requests: st
     ``summary`` with its stage breakdown."""
     from refluent.cli.serve import start_http
     from refluent.registry import ModelRegistry
-    from refluent.serving.service import KafkaPredictionService, build_scorer, settle_heap
+    from refluent.serving.scorer import build_scorer
+    from refluent.serving.service import KafkaPredictionService, settle_heap
     from refluent.streams.kafka import StopSignal
 
     settings = Settings(**settings_data)

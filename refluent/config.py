@@ -168,6 +168,12 @@ class ServingSettings(_Component):
     """Consumer group of the Kafka request consumer."""
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the service's Prometheus endpoint; 0 turns it off."""
+    max_request_bytes: int = Field(default=4_194_304, ge=1024)
+    """Largest HTTP inference request body in bytes; a larger one is answered 413."""
+    max_request_rows: int = Field(default=1024, ge=1)
+    """Most rows one HTTP inference request may carry; more are answered 413."""
+    max_pinned_versions: int = Field(default=8, ge=1)
+    """Most pinned model versions kept loaded at once; the least recently used is dropped."""
 
 
 class RegistrySettings(_Component):

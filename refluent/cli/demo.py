@@ -130,8 +130,8 @@ def _produce_and_read_back(settings: Settings, console: Console) -> dict[str, in
 
 
 def _features(settings: Settings, console: Console) -> dict[str, int]:
+    from refluent.online_store.redis import RedisOnlineReader
     from refluent.processors.features import discover
-    from refluent.serving.online import OnlineFeatureReader
     from refluent.sinks.pipeline import SinkPipeline, lake_routes, online_routes
 
     bootstrap = services.resolve_bootstrap(settings)
@@ -162,7 +162,7 @@ def _features(settings: Settings, console: Console) -> dict[str, int]:
         engine.stop()
 
     console.rule("[bold]6. read online features and query the lake")
-    reader = OnlineFeatureReader.from_settings(settings)
+    reader = RedisOnlineReader.from_settings(settings)
     reader.setup()
     try:
         for name, entities in (("customers", ["1", "2", "3", "9"]),

@@ -65,8 +65,8 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
     from river import linear_model, preprocessing
 
     from refluent.cli.demo import spawn
+    from refluent.models.river import RiverModel
     from refluent.registry import ModelRegistry
-    from refluent.serving.river import RiverModel
 
     bootstrap = services.resolve_bootstrap(settings)
     run = uuid.uuid4().hex[:8]

@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from refluent.registry.store import ModelRegistry, ModelVersion
+    from refluent.registry.base import ModelVersion
+    from refluent.registry.store import IcebergModelRegistry
 
 console = Console()
 
@@ -28,11 +29,11 @@ AliasOption = Annotated[str, typer.Option("--alias", "-a", help="The alias to mo
 _KEY_METRICS = 3
 
 
-def _registry() -> ModelRegistry:
+def _registry() -> IcebergModelRegistry:
     from refluent.cli.app import settings
-    from refluent.registry.store import ModelRegistry
+    from refluent.registry.store import IcebergModelRegistry
 
-    return ModelRegistry.from_settings(settings())
+    return IcebergModelRegistry.from_settings(settings())
 
 
 def _when(v: ModelVersion) -> str:
@@ -224,7 +225,8 @@ def register(
     file: Annotated[Path, typer.Argument(
         help="A pickled River estimator (--kind river) or an .onnx graph (--kind onnx).",
         exists=True, dir_okay=False, readable=True)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="river or onnx.")],
+    kind: Annotated[str, typer.Option(
+        "--kind", "-k", help="river, onnx, or the dotted path of a ServableModel class.")],
     task: Annotated[str | None, typer.Option(
         help="classification or regression (default: read off the model).")] = None,
     features: Annotated[str | None, typer.Option(
@@ -243,11 +245,12 @@ def register(
 
     A River artifact is a pickle: register and serve only files you trust.
     """
-    from refluent.serving.base import KINDS, TASKS, load_model
+    from refluent.models.base import TASKS
+    from refluent.models.kinds import KINDS, is_known_kind, load_model
 
-    if kind not in KINDS:
-        raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}",
-                                 param_hint="--kind")
+    if not is_known_kind(kind):
+        raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)} (nor the dotted "
+                                 "path of a ServableModel class)", param_hint="--kind")
     if task is not None and task not in TASKS:
         raise typer.BadParameter(f"{task!r} is not one of {', '.join(TASKS)}",
                                  param_hint="--task")

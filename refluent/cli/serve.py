@@ -63,7 +63,8 @@ def serve(
     s = settings()
     names = _names(models)
     bootstrap = resolve_bootstrap(s)
-    from refluent.serving.service import KafkaPredictionService, build_scorer, settle_heap
+    from refluent.serving.scorer import build_scorer
+    from refluent.serving.service import KafkaPredictionService, settle_heap
 
     scorer = build_scorer(s, models=names, views=views)
     if scorer.reader is not None:
@@ -116,12 +117,14 @@ def start_http(s: Any, bootstrap: str, scorer: Any, host: str | None,
     thread and the publisher of its predictions. Set ``server.should_exit`` to stop it."""
     from refluent.errors import require
     from refluent.serving.http import HttpFrontEnd, create_app
-    from refluent.serving.service import PredictionPublisher
+    from refluent.serving.publisher import PredictionPublisher
 
     uvicorn: Any = require("uvicorn", "serving")
     publisher = PredictionPublisher(s, bootstrap)
     front = HttpFrontEnd(scorer, publisher, max_batch_size=s.serving.max_batch_size,
-                         linger_s=s.serving.batch_linger_ms / 1000)
+                         linger_s=s.serving.batch_linger_ms / 1000,
+                         max_request_bytes=s.serving.max_request_bytes,
+                         max_request_rows=s.serving.max_request_rows)
     app = create_app(front, registry=scorer.holder.registry)
     config = uvicorn.Config(app, host=host or s.serving.host, port=s.serving.port if port is None
                             else port, log_level="warning", lifespan="on")

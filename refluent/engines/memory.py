@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from refluent.engines.base import JsonStates
+from refluent.online_store.base import is_newer, to_epoch_ms
 from refluent.processors.features import View
 from refluent.processors.runtime import Outcome, ViewRuntime, runtime_for
 from refluent.streams.contracts import FeatureUpdate
@@ -98,8 +99,12 @@ class InMemoryRunner:
         online = self.online.setdefault(name, {})
         for update in outcome.updates:
             current = online.get(update.entity_id)
-            if current is None or (update.event_time, update.sequence) > (
-                    current.event_time, current.sequence):
+            # The online store's own rule: event times to the millisecond, strictly newer wins.
+            if is_newer(_version(update), None if current is None else _version(current)):
                 online[update.entity_id] = update
         self.updates += outcome.updates
         return outcome.updates
+
+
+def _version(update: FeatureUpdate) -> tuple[int, int]:
+    return to_epoch_ms(update.event_time), update.sequence

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from refluent.errors import require
 
 if TYPE_CHECKING:
-    from refluent.serving.onnx import OnnxModel
-    from refluent.serving.river import RiverModel
+    from refluent.models.onnx import OnnxModel
+    from refluent.models.river import RiverModel
 
 ONNX_OPSET = 21
 ONNX_ML_OPSET = 3
@@ -42,7 +42,7 @@ def river_classifier(feature_names: Sequence[str] = ("x1", "x2")) -> RiverModel:
     """A binary River classifier: standard scaling, then logistic regression."""
     from river import compose, linear_model, preprocessing
 
-    from refluent.serving.river import RiverModel
+    from refluent.models.river import RiverModel
 
     pipeline = compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
     return RiverModel(pipeline, feature_names=feature_names, name="example-river-classifier")
@@ -52,7 +52,7 @@ def river_regressor(feature_names: Sequence[str] = ("x1", "x2")) -> RiverModel:
     """A River regressor: standard scaling, then linear regression."""
     from river import compose, linear_model, preprocessing
 
-    from refluent.serving.river import RiverModel
+    from refluent.models.river import RiverModel
 
     pipeline = compose.Pipeline(preprocessing.StandardScaler(), linear_model.LinearRegression())
     return RiverModel(pipeline, feature_names=feature_names, name="example-river-regressor")
@@ -91,8 +91,8 @@ class OnnxExample:
     weights: dict[str, Any] = field(default_factory=dict)
 
     def model(self, **kwargs: Any) -> OnnxModel:
-        """The graph as an :class:`~refluent.serving.onnx.OnnxModel`."""
-        from refluent.serving.onnx import OnnxModel
+        """The graph as an :class:`~refluent.models.onnx.OnnxModel`."""
+        from refluent.models.onnx import OnnxModel
 
         return OnnxModel(self.data, **kwargs)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from refluent.feedback.errors import FeedbackRejected
-    from refluent.serving.base import Scored
+    from refluent.models.base import Scored
     from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

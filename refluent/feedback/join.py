@@ -78,7 +78,7 @@ from refluent.feedback.errors import (
     LabelTypeError,
     UnknownPredictionError,
 )
-from refluent.serving.base import Scored
+from refluent.models.base import Scored
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.serde import JsonSerde
 
@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from refluent.config import FeedbackSettings, Settings
-    from refluent.serving.base import Task
+    from refluent.models.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -749,7 +749,7 @@ class RedisJoinStore:
 
     def __init__(self, url: str, ttl_s: float, *, password: SecretStr | None = None,
                  key_prefix: str = "rf", page: int = 16, cache_size: int = 100_000) -> None:
-        from refluent.sinks.redis import safe_url
+        from refluent.online_store.redis import safe_url
 
         self.url = url
         self.name = safe_url(url)
@@ -790,7 +790,7 @@ class RedisJoinStore:
         Raises:
             FeedbackStoreError: it does not.
         """
-        from refluent.sinks.redis import connect
+        from refluent.online_store.redis import connect
 
         self._client = connect(self.url, self.password)
         self._call("connecting", lambda: self.client.ping())

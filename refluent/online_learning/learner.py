@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from refluent.feedback.base import Joined, PendingPrediction, SourceRef, from_us
+from refluent.models.errors import ModelError
 from refluent.observability import learning as m
 from refluent.online_learning.errors import CheckpointStateError, NoChampionError
 from refluent.online_learning.metrics import (
@@ -47,12 +48,11 @@ from refluent.online_learning.metrics import (
     MetricsRow,
     ProgressiveMetrics,
 )
-from refluent.serving.errors import ModelError
 
 if TYPE_CHECKING:
     from refluent.config import FeedbackSettings
+    from refluent.models.base import ServableModel, Task
     from refluent.registry import Checkpoint, ModelRegistry, ModelVersion
-    from refluent.serving.base import ServableModel, Task
 
 log = logging.getLogger(__name__)
 

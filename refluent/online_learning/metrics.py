@@ -18,7 +18,7 @@ nothing, as in ``river.evaluate.progressive_val_score``. The state round-trips t
 checkpoint (see :mod:`refluent.online_learning.learner`).
 
 Examples:
-    >>> from refluent.serving.base import Scored
+    >>> from refluent.models.base import Scored
     >>> m = ProgressiveMetrics("classification", window=2)
     >>> for y, p in [(True, 0.9), (False, 0.6), (True, 0.8)]:
     ...     _ = m.update(y, Scored(p, p > 0.5, {"False": 1 - p, "True": p}))
@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from refluent.errors import require
-from refluent.serving.base import Scored, Task, positive_class
+from refluent.models.base import Scored, Task, positive_class
 from refluent.sinks.iceberg import ColumnSpec, TableMapping, to_json
 
 if TYPE_CHECKING:

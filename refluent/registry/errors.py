@@ -97,5 +97,24 @@ class ArtifactError(RegistryError):
         super().__init__(f"artifact {uri}", detail)
 
 
+class ArtifactDigestError(ArtifactError):
+    """An artifact's bytes do not have the SHA-256 digest recorded when it was stored: it was
+    changed (or replaced) after registration, and is not loaded."""
+
+    def __init__(self, name: str, version: int, uri: str, expected: str, actual: str,
+                 checkpoint: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.checkpoint = checkpoint
+        self.expected = expected
+        self.actual = actual
+        what = f"model {name!r} version {version}"
+        if checkpoint is not None:
+            what += f" checkpoint {checkpoint}"
+        super().__init__(uri, f"of {what} has SHA-256 {actual}, not the {expected} recorded "
+                              "at registration: it was modified after it was stored and is "
+                              "not loaded")
+
+
 class RegistryDataError(RegistryError):
     """A registry row, or a value to be stored in one, is not what the registry expects."""

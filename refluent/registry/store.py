@@ -3,13 +3,15 @@
 Three tables in the lake namespace hold everything:
 
 - ``model_versions``: one row per version (versions count from 1 per model name): kind, task,
-  feature names, artifact location, parent version, lineage (training snapshot, offsets),
-  metrics, epsilon spent and the metadata :func:`~refluent.serving.base.load_model` needs.
+  feature names, artifact location and the SHA-256 digest of its bytes, parent version,
+  lineage (training snapshot, offsets), metrics, epsilon spent and the metadata
+  :func:`~refluent.models.kinds.load_model` needs.
 - ``model_aliases``: append-only alias events (``promote`` or ``rollback``): model, alias,
   version, previous holder, reason, time and a per-alias sequence number. An alias's holder is
   the outcome of its latest event.
-- ``model_checkpoints``: the learned state of an online model, saved as it learns: artifact,
-  the next offset to consume per topic partition, examples learned and JSON learner state.
+- ``model_checkpoints``: the learned state of an online model, saved as it learns: artifact
+  and its SHA-256 digest, the next offset to consume per topic partition, examples learned and
+  JSON learner state.
 
 Artifacts are files under ``registry.artifact_root`` (default ``<warehouse>/models``):
 ``<name>/<version>/<uuid>.<ext>`` and ``<name>/<version>/checkpoints/<seq>-<uuid>.<ext>``,
@@ -27,16 +29,24 @@ Guarantees:
   the version number, sequence number or previous holder against the new head and tries again.
   A row carries a unique id, so a commit whose outcome was unknown is never recorded twice.
 - Reads are cached per table snapshot: re-reading the table metadata is all a read costs when
-  nothing changed, so a service can poll :meth:`ModelRegistry.revision` every couple of seconds.
+  nothing changed, so a service can poll :meth:`IcebergModelRegistry.revision` every couple
+  of seconds.
 
 Each commit adds a snapshot: expire old ones and compact with ``refluent lake maintain``.
-Checkpoints pile up as a model learns: :meth:`ModelRegistry.prune_checkpoints` (``refluent
+Checkpoints pile up as a model learns: :meth:`IcebergModelRegistry.prune_checkpoints` (``refluent
 models prune``; the feedback service does it as it checkpoints, ``feedback.checkpoints_kept``)
 deletes all but the newest of each version, rows first, then their artifacts;
-:meth:`ModelRegistry.delete_orphan_artifacts` (``refluent models gc``) removes files no row
+:meth:`IcebergModelRegistry.delete_orphan_artifacts` (``refluent models gc``) removes files no row
 points to.
 
-River artifacts are pickles: load only from a registry you trust.
+Trust: River artifacts are pickles, and unpickling runs code. Artifacts must come from a
+trusted registry: only processes you trust should be able to write its tables and artifact
+root. The registry records the SHA-256 digest of every artifact it writes, beside its location,
+and checks it on every load: an artifact changed after it was stored (a replaced file in the
+bucket) is refused with :class:`~refluent.registry.errors.ArtifactDigestError` before it is
+unpickled. The digest guards against a file swapped behind the registry's back, not against
+someone who can write the tables too. Versions and checkpoints stored before digests were
+recorded have none and load unchecked.
 
 Examples:
     >>> import tempfile
@@ -44,7 +54,7 @@ Examples:
     >>> from refluent.embedded.services import lake_catalog
     >>> from refluent.examples.models import river_classifier
     >>> lake = Path(tempfile.mkdtemp())
-    >>> registry = ModelRegistry(lake_catalog(f"sqlite:///{lake / 'c.db'}", lake.as_uri()))
+    >>> registry = IcebergModelRegistry(lake_catalog(f"sqlite:///{lake / 'c.db'}", lake.as_uri()))
     >>> registry.register("churn", river_classifier(), alias="champion").version
     1
     >>> registry.register("churn", river_classifier(), parent=1).version
@@ -62,13 +72,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from refluent.models.base import ServableModel
+from refluent.models.kinds import is_known_kind, load_model
+from refluent.registry.base import CHAMPION, AliasEvent, Checkpoint, ModelRegistry, ModelVersion
 from refluent.registry.errors import (
+    ArtifactDigestError,
     ArtifactError,
     InvalidNameError,
     ModelKindMismatchError,
@@ -80,7 +94,6 @@ from refluent.registry.errors import (
     UnknownModelError,
     UnknownModelVersionError,
 )
-from refluent.serving.base import KINDS, ModelKind, ServableModel, Task, load_model
 from refluent.sinks.iceberg import (
     OPERATION_KEY,
     ensure_table,
@@ -119,11 +132,10 @@ if TYPE_CHECKING:
 VERSIONS_TABLE = "model_versions"
 ALIASES_TABLE = "model_aliases"
 CHECKPOINTS_TABLE = "model_checkpoints"
-CHAMPION = "champion"
-"""The alias serving answers with."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_EXTENSIONS: dict[str, str] = {"river": "pkl", "onnx": "onnx"}
+DIGEST_COLUMN = "artifact_sha256"
+"""Column of the versions and checkpoints tables holding the artifact's SHA-256 (hex)."""
 
 
 def _s(i: int, name: str, doc: str, required: bool = True) -> NestedField:
@@ -153,6 +165,8 @@ VERSIONS_SCHEMA = Schema(
     _s(12, "description", "Free text"),
     _s(13, "model_meta", "What load_model needs beside the artifact (JSON)"),
     _s(14, "row_id", "Unique id of this row"),
+    _s(15, DIGEST_COLUMN, "SHA-256 of the artifact (hex); empty for older versions",
+       required=False),
 )
 ALIASES_SCHEMA = Schema(
     _s(1, "name", "Model name"),
@@ -175,6 +189,8 @@ CHECKPOINTS_SCHEMA = Schema(
     _s(7, "state", "Learner state (JSON)"),
     _ts(8, "created_at", "When the checkpoint was saved"),
     _s(9, "row_id", "Unique id of this row"),
+    _s(10, DIGEST_COLUMN, "SHA-256 of the artifact (hex); empty for older checkpoints",
+       required=False),
 )
 _SCHEMAS = {VERSIONS_TABLE: VERSIONS_SCHEMA, ALIASES_TABLE: ALIASES_SCHEMA,
             CHECKPOINTS_TABLE: CHECKPOINTS_SCHEMA}
@@ -183,81 +199,6 @@ _SCHEMAS = {VERSIONS_TABLE: VERSIONS_SCHEMA, ALIASES_TABLE: ALIASES_SCHEMA,
 # ---------------------------------------------------------------------------------------------
 # records
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model.
-
-    Attributes:
-        name: Model name.
-        version: Version number, from 1 per name.
-        kind: ``"river"`` or ``"onnx"``.
-        task: ``"classification"`` or ``"regression"``.
-        feature_names: Inputs in order (may be empty for a River model: any features).
-        artifact_uri: Where the artifact is.
-        created_at: When it was registered (UTC).
-        parent: The version it was derived from (retrained or fine-tuned), if any.
-        lineage: What it was trained on, e.g. ``{"snapshot_id": ..., "offsets": {...}}``.
-        metrics: Metric name -> value at registration.
-        epsilon: Differential-privacy epsilon spent by its training, if private.
-        description: Free text.
-        model_meta: What :func:`~refluent.serving.base.load_model` needs beside the artifact.
-    """
-
-    name: str
-    version: int
-    kind: ModelKind
-    task: Task
-    feature_names: tuple[str, ...]
-    artifact_uri: str
-    created_at: datetime
-    parent: int | None
-    lineage: dict[str, Any]
-    metrics: dict[str, float]
-    epsilon: float | None
-    description: str
-    model_meta: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The learned state of a version at one point of its stream.
-
-    Attributes:
-        name: Model name.
-        version: Model version.
-        seq: Checkpoint number of this version, from 1.
-        artifact_uri: Where the checkpointed model is.
-        offsets: Topic -> partition -> next offset to consume, to resume learning from.
-        examples: Examples this version had learned.
-        state: JSON-able learner state (rolling metrics, recent ids, ...).
-        created_at: When it was saved (UTC).
-    """
-
-    name: str
-    version: int
-    seq: int
-    artifact_uri: str
-    offsets: dict[str, dict[int, int]]
-    examples: int
-    state: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class AliasEvent:
-    """One change of an alias, as recorded in ``model_aliases``."""
-
-    name: str
-    alias: str
-    seq: int
-    event: str
-    version: int
-    previous_version: int | None
-    reason: str
-    at: datetime
-    row_id: str
 
 
 def check_name(what: str, name: str) -> str:
@@ -329,7 +270,7 @@ ORPHAN_AGE = timedelta(days=1)
 writing its artifact and committing its row)."""
 
 
-class ModelRegistry:
+class IcebergModelRegistry(ModelRegistry):
     """Versions, aliases and checkpoints of models, in the lake (see the module docstring).
 
     Args:
@@ -356,7 +297,7 @@ class ModelRegistry:
         self._revisions: dict[str, tuple[tuple[int | None, int | None], str]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRegistry:
+    def from_settings(cls, settings: Settings) -> IcebergModelRegistry:
         """The registry in ``settings.lake``'s catalog and namespace, artifacts under
         ``settings.registry.artifact_root`` (the catalog is opened on first use)."""
         return cls(lambda: open_catalog(settings), settings.lake.namespace,
@@ -377,6 +318,7 @@ class ModelRegistry:
             table = self._tables.get(key)
             if table is None:
                 table = ensure_table(self.catalog, identifier(key, self.namespace), _SCHEMAS[key])
+                table = self._with_digest_column(key, table)
                 self._tables[key] = table
             elif refresh:
                 try:
@@ -385,6 +327,23 @@ class ModelRegistry:
                     raise RegistryError(f"registry table {key}",
                                         f"cannot be re-read: {exc}") from exc
             return table
+
+    def _with_digest_column(self, key: str, table: Table) -> Table:
+        """``table`` with the artifact digest column, added to a table made before it existed
+        (older rows read it as null)."""
+        if key == ALIASES_TABLE or DIGEST_COLUMN in table.schema().column_names:
+            return table
+        column = next(f for f in _SCHEMAS[key].fields if f.name == DIGEST_COLUMN)
+        try:
+            with table.update_schema() as update:
+                update.add_column(DIGEST_COLUMN, StringType(), doc=column.doc)
+        except (CommitFailedException, ValueError):
+            pass  # another process added it first (re-read below)
+        table.refresh()
+        if DIGEST_COLUMN not in table.schema().column_names:
+            raise RegistryError(f"registry table {key}",
+                                f"lacks the {DIGEST_COLUMN} column and it cannot be added")
+        return table
 
     def _rows(self, key: str, table: Table | None = None) -> list[Any]:
         """The decoded rows of ``key`` at its current snapshot (scanned once per snapshot)."""
@@ -411,6 +370,7 @@ class ModelRegistry:
             lineage=orjson.loads(r["lineage"]), metrics=orjson.loads(r["metrics"]),
             epsilon=r["epsilon"], description=r["description"],
             model_meta=orjson.loads(r["model_meta"]),
+            artifact_sha256=r.get(DIGEST_COLUMN) or None,
         ), r["row_id"]
 
     @staticmethod
@@ -423,7 +383,8 @@ class ModelRegistry:
         offsets = {t: {int(p): int(o) for p, o in parts.items()}
                    for t, parts in orjson.loads(r["offsets"]).items()}
         cp = Checkpoint(r["name"], int(r["version"]), int(r["seq"]), r["artifact_uri"], offsets,
-                        int(r["examples"]), orjson.loads(r["state"]), r["created_at"])
+                        int(r["examples"]), orjson.loads(r["state"]), r["created_at"],
+                        r.get(DIGEST_COLUMN) or None)
         return cp, r["row_id"]
 
     def _commit(self, key: str, operation: str,
@@ -510,10 +471,9 @@ class ModelRegistry:
         except (OSError, ValueError) as exc:
             raise ArtifactError(uri, f"cannot be read: {type(exc).__name__}: {exc}") from exc
 
-    def _artifact_uri(self, name: str, version: int, kind: str, checkpoint: int | None = None
+    def _artifact_uri(self, name: str, version: int, ext: str, checkpoint: int | None = None
                       ) -> str:
         unique = uuid.uuid4().hex
-        ext = _EXTENSIONS[kind]
         if checkpoint is None:
             return f"{self.artifact_root}/{name}/{version}/{unique}.{ext}"
         return f"{self.artifact_root}/{name}/{version}/checkpoints/{checkpoint}-{unique}.{ext}"
@@ -538,11 +498,12 @@ class ModelRegistry:
         check_name("model", name)
         if alias is not None:
             check_name("alias", alias)
-        if model.kind not in KINDS:
+        if not is_known_kind(model.kind):
             raise RegistryDataError(f"model {name!r}", f"has an unknown kind {model.kind!r}")
         if parent is not None:
             self.get(name, parent)
         data = model.to_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         meta = {k: v for k, v in model.metadata().items() if k != "name"}
         lineage_json = _json(f"lineage of {name!r}", dict(lineage or {}))
         metrics_json = _json(f"metrics of {name!r}",
@@ -562,7 +523,7 @@ class ModelRegistry:
                 for stale in written.values():  # someone else took that number
                     self._delete_artifact(stale)
                 written.clear()
-                uri = self._artifact_uri(name, version, model.kind)
+                uri = self._artifact_uri(name, version, model.artifact_extension)
                 self._write_artifact(uri, data)
                 written[version] = uri
             return [{
@@ -572,6 +533,7 @@ class ModelRegistry:
                 "parent": parent, "lineage": lineage_json, "metrics": metrics_json,
                 "epsilon": None if epsilon is None else float(epsilon),
                 "description": description, "model_meta": meta_json, "row_id": row_id,
+                DIGEST_COLUMN: digest,
             }]
 
         try:
@@ -751,6 +713,7 @@ class ModelRegistry:
         offsets_json = _json(f"offsets of the {subject}", clean_offsets)
         state_json = _json(f"state of the {subject}", dict(state))
         data = model.to_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         row_id = uuid.uuid4().hex
         written: dict[int, str] = {}
         outcome: list[Checkpoint] = []
@@ -766,12 +729,14 @@ class ModelRegistry:
                 for stale in written.values():
                     self._delete_artifact(stale)
                 written.clear()
-                uri = self._artifact_uri(name, version, model.kind, checkpoint=seq)
+                uri = self._artifact_uri(name, version, model.artifact_extension,
+                                         checkpoint=seq)
                 self._write_artifact(uri, data)
                 written[seq] = uri
             return [{"name": name, "version": version, "seq": seq, "artifact_uri": written[seq],
                      "offsets": offsets_json, "examples": int(examples), "state": state_json,
-                     "created_at": datetime.now(UTC), "row_id": row_id}]
+                     "created_at": datetime.now(UTC), "row_id": row_id,
+                     DIGEST_COLUMN: digest}]
 
         try:
             self._commit(CHECKPOINTS_TABLE, "checkpoint", make_rows)
@@ -871,18 +836,29 @@ class ModelRegistry:
 
         Raises:
             ArtifactError: the artifact cannot be read.
+            ArtifactDigestError: the artifact is not the one the checkpoint stored.
             ModelLoadError: it is not a model of the version's kind.
         """
         registered = self.get(checkpoint.name, checkpoint.version)
-        return self._load(registered, checkpoint.artifact_uri)
+        return self._load(registered, checkpoint.artifact_uri, checkpoint.artifact_sha256,
+                          checkpoint.seq)
 
     # -- loading -------------------------------------------------------------------------------
-    def _load(self, registered: ModelVersion, uri: str) -> ServableModel:
+    def _load(self, registered: ModelVersion, uri: str, digest: str | None,
+              checkpoint: int | None = None) -> ServableModel:
+        """The model in ``uri``, once its bytes match ``digest`` (None: stored before digests
+        were recorded, loaded unchecked)."""
+        data = self.read_artifact(uri)
+        if digest is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != digest:
+                raise ArtifactDigestError(registered.name, registered.version, uri, digest,
+                                          actual, checkpoint)
         meta = dict(registered.model_meta)
         meta.setdefault("task", registered.task)
         meta.setdefault("feature_names", list(registered.feature_names))
         meta["name"] = f"{registered.name}@v{registered.version}"
-        return load_model(registered.kind, self.read_artifact(uri), meta)
+        return load_model(registered.kind, data, meta)
 
     def load(self, name: str, version: int | None = None, alias: str = CHAMPION
              ) -> tuple[ModelVersion, ServableModel]:
@@ -892,12 +868,17 @@ class ModelRegistry:
         Raises:
             UnknownModelError / UnknownModelVersionError / UnknownAliasError: nothing to load.
             ArtifactError: the artifact cannot be read.
+            ArtifactDigestError: the artifact is not the one the registry stored.
             ModelLoadError: it is not a model of the registered kind.
         """
         registered = self.get(name, version) if version is not None else self.resolve(name, alias)
         latest = self._checkpoints_of(registered.name, registered.version)
-        uri = latest[-1][0].artifact_uri if latest else registered.artifact_uri
-        return registered, self._load(registered, uri)
+        if latest:
+            cp = latest[-1][0]
+            return registered, self._load(registered, cp.artifact_uri, cp.artifact_sha256,
+                                          cp.seq)
+        return registered, self._load(registered, registered.artifact_uri,
+                                      registered.artifact_sha256)
 
     def revision(self, name: str) -> str:
         """A token that changes whenever the aliases or checkpoints of ``name`` change.
@@ -935,5 +916,5 @@ class ModelRegistry:
             self._tables.clear()
 
 
-__all__ = ["ALIASES_TABLE", "CHAMPION", "CHECKPOINTS_TABLE", "VERSIONS_TABLE", "AliasEvent",
-           "Checkpoint", "ModelRegistry", "ModelVersion", "check_name", "holders"]
+__all__ = ["ALIASES_TABLE", "CHECKPOINTS_TABLE", "DIGEST_COLUMN", "VERSIONS_TABLE",
+           "IcebergModelRegistry", "check_name", "holders"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,14 +40,16 @@ from refluent.registry.errors import (
 from refluent.streams.processing import RecordRejected
 
 if TYPE_CHECKING:
+    from refluent.models.base import ServableModel
     from refluent.registry import ModelRegistry, ModelVersion
-    from refluent.serving.base import ServableModel
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int | None]
 """(model name, pinned version or None for the alias)."""
 _UNKNOWN = (UnknownModelError, UnknownModelVersionError, UnknownAliasError)
+MAX_PINNED = 8
+"""Pinned versions kept loaded unless told otherwise (``serving.max_pinned_versions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,13 @@ class ModelHolder:
         refresh_s: Seconds between two registry polls.
         only_named: Serve only ``names``; any other model is unknown to this service.
         on_swap: Called with the old and the new model after each swap.
+        max_pinned: Most pinned versions kept loaded; loading one more drops the least
+            recently used (a later request for it loads it again). Models served by alias
+            are always kept.
+
+    Memory is bounded: the holder keeps the models served by alias and at most
+    ``max_pinned`` pinned versions, and nothing about names or versions the registry does not
+    know (the registry answers those from its cached tables).
     """
 
     def __init__(
@@ -119,6 +128,7 @@ class ModelHolder:
         refresh_s: float = 2.0,
         only_named: bool = False,
         on_swap: Callable[[LoadedModel, LoadedModel], None] | None = None,
+        max_pinned: int = MAX_PINNED,
     ) -> None:
         self.registry = registry
         self.names = list(names)
@@ -127,8 +137,9 @@ class ModelHolder:
         self.refresh_s = refresh_s
         self.on_swap = on_swap
         self.swaps = 0
+        self.max_pinned = max(1, max_pinned)
         self._held: dict[Key, LoadedModel] = {}
-        self._unknown: dict[Key, tuple[float, str]] = {}
+        self._pinned: OrderedDict[Key, None] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,19 +179,22 @@ class ModelHolder:
     def peek(self, name: str, version: int | None = None) -> LoadedModel | None:
         """The model :meth:`get` would return if it is loaded already, else None; never
         blocks (for an event loop: only a miss needs :meth:`get` in a worker thread)."""
-        return self._held.get((name, version))
+        held = self._held.get((name, version))
+        if held is not None and version is not None:
+            self._touch((name, version))
+        return held
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The model that scores the next batch for ``name`` (``version`` pins one).
 
         Raises:
-            UnknownServedModelError: the registry knows no such model, version or alias (the
-                answer is remembered for ``refresh_s``, so a flood of bad requests does not
-                reach the registry).
+            UnknownServedModelError: the registry knows no such model, version or alias.
         """
         key = (name, version)
         held = self._held.get(key)
         if held is not None:
+            if version is not None:
+                self._touch(key)
             return held
         if self.only_named and name not in self.names:
             raise UnknownServedModelError(name, None, "not served here (this service "
@@ -189,20 +203,28 @@ class ModelHolder:
             held = self._held.get(key)
             if held is not None:
                 return held
-            miss = self._unknown.get(key)
-            if miss is not None and miss[0] > time.monotonic():
-                raise UnknownServedModelError(name, version, miss[1])
             try:
                 loaded = self._load(name, version)
             except RefluentError as exc:
                 if not isinstance(exc, _UNKNOWN):
                     raise
-                self._unknown[key] = (time.monotonic() + self.refresh_s, str(exc))
                 raise UnknownServedModelError(name, version, str(exc)) from exc
-            self._unknown.pop(key, None)
             self._held[key] = loaded
+            if version is not None:
+                self._pinned[key] = None
+                while len(self._pinned) > self.max_pinned:
+                    dropped, _ = self._pinned.popitem(last=False)
+                    self._held.pop(dropped, None)
+                    log.info("model %s: version %s unloaded (least recently used of %d pinned "
+                             "versions)", dropped[0], dropped[1], self.max_pinned)
             self._observe(loaded)
             return loaded
+
+    def _touch(self, key: Key) -> None:
+        """Mark a pinned version as just used (it is dropped last)."""
+        with self._lock:
+            if key in self._pinned:
+                self._pinned.move_to_end(key)
 
     def held(self) -> dict[Key, LoadedModel]:
         """Every model in hand, by (name, pinned version)."""
@@ -232,6 +254,8 @@ class ModelHolder:
                             name, held.number, exc)
                 continue
             with self._lock:
+                if key not in self._held:
+                    continue  # dropped while it was loading
                 self._held[key] = new
             if new is not held and (new.number, new.checkpoint) != (held.number,
                                                                     held.checkpoint):

@@ -27,9 +27,12 @@ Response: ``outputs`` named after what the model answers: ``score`` (``FP64 [N]`
 classifier ``label`` (``BYTES``, ``INT64`` or ``BOOL`` ``[N]``) and ``probabilities``
 (``FP64 [N, C]``, the class order in the output's ``parameters.classes``), restricted to the
 request's ``outputs`` when it names some. ``parameters`` carries each row's ``prediction_id``
-and ``stale`` flag. Errors are ``{"error": "..."}``: 400 for a bad request or a rejected row
-(the whole request is refused), 404 for an unknown model or version, 503 when the online store
-cannot be read.
+and ``stale`` flag. Errors are ``{"error": "..."}``: 422 for a malformed request (the message
+names the field or row at fault), 400 for a rejected row (the whole request is refused), 404
+for an unknown model or version, 413 for a body larger than ``serving.max_request_bytes`` or
+more rows than ``serving.max_request_rows``, 503 when the online store or the registry cannot
+be read. An unexpected failure is logged with its traceback under an error id and answered 500
+with that id only: internal exception text never reaches a client.
 
 Every prediction answered is also published to the ``predictions`` topic (feature logging),
 like the Kafka front end's.
@@ -45,6 +48,7 @@ Examples:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -64,15 +68,17 @@ except ImportError as exc:  # pragma: no cover - fastapi ships with the serving 
     raise MissingExtraError("fastapi", "serving") from exc
 
 from refluent.observability import serving as m
+from refluent.serving.batching import MicroBatcher
 from refluent.serving.holder import LoadedModel, UnknownServedModelError
-from refluent.serving.service import MicroBatcher, Outcome, ScoreRequest
+from refluent.serving.scorer import Outcome, ScoreRequest
 from refluent.streams.contracts import FeatureValue, Prediction
 from refluent.streams.processing import RecordRejected
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from refluent.serving.service import PredictionPublisher, Scorer
+    from refluent.serving.publisher import PredictionPublisher
+    from refluent.serving.scorer import Scorer
 
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
            "UINT32", "UINT64"}
@@ -81,6 +87,12 @@ ENTITY_INPUT = "entity_id"
 MATRIX_INPUT = "input"
 OUTPUTS = ("score", "label", "probabilities")
 _NOT_FOUND_REASONS = {"unknown_model", "unknown_version"}
+MAX_REQUEST_BYTES = 4_194_304
+"""Largest request body unless told otherwise (``serving.max_request_bytes``)."""
+MAX_REQUEST_ROWS = 1024
+"""Most rows per request unless told otherwise (``serving.max_request_rows``)."""
+
+log = logging.getLogger(__name__)
 
 
 class InferRequestError(RefluentError):
@@ -355,7 +367,7 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[int],
 
 
 class HttpFrontEnd:
-    """Scores HTTP requests through a :class:`~refluent.serving.service.MicroBatcher`, so
+    """Scores HTTP requests through a :class:`~refluent.serving.batching.MicroBatcher`, so
     concurrent requests share a batch (at most ``max_batch_size`` rows, waiting at most
     ``linger_s``), and publishes the predictions.
 
@@ -365,10 +377,16 @@ class HttpFrontEnd:
         max_batch_size: Most rows per batch.
         linger_s: Longest wait for more requests once a batch has one (0: a batch is what
             queued up while the previous one was scored).
+        max_request_bytes: Largest request body; a larger one is answered 413 unread.
+        max_request_rows: Most rows per request; more are answered 413.
     """
 
     def __init__(self, scorer: Scorer, publisher: PredictionPublisher | None = None, *,
-                 max_batch_size: int = 64, linger_s: float = 0.0) -> None:
+                 max_batch_size: int = 64, linger_s: float = 0.0,
+                 max_request_bytes: int = MAX_REQUEST_BYTES,
+                 max_request_rows: int = MAX_REQUEST_ROWS) -> None:
+        self.max_request_bytes = max_request_bytes
+        self.max_request_rows = max_request_rows
         self.scorer = scorer.with_source("http")
         self.publisher = publisher
         self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
@@ -402,6 +420,33 @@ def _rejection_status(exc: RecordRejected) -> int:
     return 404 if exc.reason in _NOT_FOUND_REASONS else 400
 
 
+def _internal(exc: BaseException, where: str) -> Response:
+    """A 500 naming an error id only; the exception and its traceback go to the log."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s in %s", error_id, where, exc_info=exc)
+    return _error(f"internal error (id {error_id}); the server log has the details", 500)
+
+
+class _TooLarge(Exception):
+    """The request body is larger than allowed."""
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a declared larger length is refused
+    before anything is read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
     """The FastAPI app of ``front`` (``registry`` lists a model's versions in its metadata).
 
@@ -410,7 +455,7 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from refluent.serving.online import OnlineStoreError
+    from refluent.online_store.errors import OnlineStoreError
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -430,11 +475,13 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> Response:
-        return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+        return _internal(exc, f"{request.method} {request.url.path}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _error(f"bad request: {exc.errors()[:1]}", 400)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        return _error(f"{where}: {first.get('msg', 'malformed')}", 422)
 
     def _version(name: str, version: str | None) -> int | None:
         if version is None:
@@ -499,10 +546,18 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
 
     async def _infer(name: str, version: str | None, request: Request) -> Response:
         received = time.time()
+        limit = front.max_request_bytes
         try:
-            body = orjson.loads(await request.body())
+            raw = await _read_body(request, limit)
+        except _TooLarge:
+            return _error(f"request body is larger than {limit} bytes "
+                          "(serving.max_request_bytes)", 413)
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return _error(f"request body is not JSON: {exc}", 400)
+            return _error(f"request body is not JSON: {exc}", 422)
+        if not isinstance(body, dict):
+            return _error("request body: must be a JSON object with \"inputs\"", 422)
         try:
             pinned = _version(name, version)
             # The feature order of an "input" matrix comes from the model being served. A held
@@ -515,12 +570,15 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
         except UnknownServedModelError as exc:
             return _error(str(exc), 404)
         except InferRequestError as exc:
-            return _error(str(exc), 400)
+            return _error(str(exc), 422)
         except RefluentError as exc:
             return _error(str(exc), 503)
+        if len(rows) > front.max_request_rows:
+            return _error(f"inputs: {len(rows)} rows, more than {front.max_request_rows} "
+                          "(serving.max_request_rows)", 413)
         rid = body.get("id")
         if rid is not None and (not isinstance(rid, str) or not rid):
-            return _error(f"id: {rid!r} is not a non-empty string", 400)
+            return _error(f"id: {rid!r} is not a non-empty string", 422)
         base = rid or uuid.uuid4().hex
         requests = [
             ScoreRequest(base if len(rows) == 1 else f"{base}:{r}", name, entities[r], row,
@@ -532,8 +590,8 @@ def create_app(front: HttpFrontEnd, *, registry: Any | None = None) -> FastAPI:
             outcomes = await asyncio.wrap_future(front.batcher.submit(requests))
         except OnlineStoreError as exc:
             return _error(str(exc), 503)
-        except RefluentError as exc:
-            return _error(str(exc), 500)
+        except Exception as exc:  # noqa: BLE001 - logged; the client gets an error id only
+            return _internal(exc, f"scoring {name}")
         failures = [(r, o) for r, o in enumerate(outcomes) if isinstance(o, RecordRejected)]
         if failures:
             row, first = failures[0]

@@ -39,8 +39,8 @@ import redis
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
+from refluent.online_store.redis import RedisOnlineReader
 from refluent.processors.features import discover
-from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.iceberg import (
     LakeTableNotFoundError,
     load_table,
@@ -220,7 +220,7 @@ class Crash:
     def online_mismatches(self) -> list[str]:
         """Entities whose online values differ from the runner's."""
         bad: list[str] = []
-        reader = OnlineFeatureReader.from_settings(self.settings, socket_timeout=10)
+        reader = RedisOnlineReader.from_settings(self.settings, socket_timeout=10)
         try:
             for view in self.views:
                 expected = self.runner.online[view.name]

@@ -55,7 +55,7 @@ import pytest
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
-from refluent.serving.online import OnlineFeatureReader
+from refluent.online_store.redis import RedisOnlineReader
 from refluent.sinks.iceberg import LakeTableNotFoundError, load_table, open_catalog, read_offsets
 from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.kafka import Producer, TopicAdmin, group_lag
@@ -583,7 +583,7 @@ class Schedule:
                                     f"want): {wrong}")
                     break
         # Redis: each entity's final values.
-        reader = OnlineFeatureReader.from_settings(self.settings, socket_timeout=10)
+        reader = RedisOnlineReader.from_settings(self.settings, socket_timeout=10)
         try:
             for view in self.views:
                 finals = want.final[view]
@@ -748,7 +748,7 @@ def test_two_kills_the_second_in_start_up__the_entity_state_view_stays_exact(
     sources = topic_ends(settings, topic)
     lost = sum(1 for p, high in sources.items() for o in range(high) if (p, o) not in covered)
     assert lost == 0, f"{lost} of {ISSUE_CHANGES} changes have no update"
-    reader = OnlineFeatureReader.from_settings(settings, socket_timeout=10)
+    reader = RedisOnlineReader.from_settings(settings, socket_timeout=10)
     try:
         wrong = [f"{got.entity_id}: got {got.values} deleted={got.deleted}, want "
                  f"{final[got.entity_id]}"

@@ -34,9 +34,9 @@ from river import datasets, evaluate, metrics
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.feedback.service import FeedbackService
+from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
-from refluent.serving.river import RiverModel
 from refluent.streams.contracts import LabeledExample
 from refluent.streams.kafka import Producer
 from refluent.testing.commands import RefluentCommand

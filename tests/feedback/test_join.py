@@ -37,7 +37,7 @@ from refluent.feedback.join import (
     decode_answers,
     encode_answers,
 )
-from refluent.serving.base import Scored
+from refluent.models.base import Scored
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.errors import DecodeError
 

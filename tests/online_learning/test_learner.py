@@ -31,6 +31,9 @@ from refluent.config import FeedbackSettings
 from refluent.feedback.base import MemoryJoinState, SourceRef
 from refluent.feedback.join import EventTimeMerger, FeedbackJoin, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.models.base import Scored, ServableModel
+from refluent.models.kinds import load_model
+from refluent.models.river import RiverModel
 from refluent.online_learning.errors import NoChampionError
 from refluent.online_learning.learner import (
     LearnerPool,
@@ -39,8 +42,6 @@ from refluent.online_learning.learner import (
     promotion_reason,
 )
 from refluent.online_learning.metrics import ProgressiveMetrics
-from refluent.serving.base import Scored, ServableModel, load_model
-from refluent.serving.river import RiverModel
 from refluent.streams.contracts import Prediction
 from refluent.testing.qa import logreg, qa_events
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -20,7 +21,10 @@ from refluent.examples.models import (
     river_classifier,
     synthetic_rows,
 )
+from refluent.models.base import ServableModel
 from refluent.registry import (
+    ArtifactDigestError,
+    IcebergModelRegistry,
     InvalidNameError,
     ModelKindMismatchError,
     ModelRegistry,
@@ -32,7 +36,6 @@ from refluent.registry import (
     UnknownModelVersionError,
 )
 from refluent.registry.store import ALIASES_TABLE, VERSIONS_TABLE, holders
-from refluent.serving.base import ServableModel
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +49,13 @@ def lake(tmp_path: Path) -> dict[str, str]:
             "warehouse": (tmp_path / "warehouse").as_uri()}
 
 
-def _registry(lake: dict[str, str], **kwargs: Any) -> ModelRegistry:
-    return ModelRegistry(lake_catalog(lake["catalog_uri"], lake["warehouse"]), "lab", **kwargs)
+def _registry(lake: dict[str, str], **kwargs: Any) -> IcebergModelRegistry:
+    return IcebergModelRegistry(lake_catalog(lake["catalog_uri"], lake["warehouse"]), "lab",
+                                **kwargs)
 
 
 @pytest.fixture()
-def registry(lake: dict[str, str]) -> ModelRegistry:
+def registry(lake: dict[str, str]) -> IcebergModelRegistry:
     return _registry(lake)
 
 
@@ -69,7 +73,7 @@ def _path(uri: str) -> Path:
 ROWS = [x for x, _, _ in synthetic_rows(FEATURES, 8, seed=42)]
 
 
-def test_register__versions_count_from_one_per_name(registry: ModelRegistry) -> None:
+def test_register__versions_count_from_one_per_name(registry: IcebergModelRegistry) -> None:
     v1 = registry.register("churn", _learned(), metrics={"auc": 0.8}, description="first",
                            lineage={"snapshot_id": 11, "offsets": {"examples": {"0": 5}}})
     v2 = registry.register("churn", _learned(80), parent=1, epsilon=1.5)
@@ -88,15 +92,15 @@ def test_register__versions_count_from_one_per_name(registry: ModelRegistry) -> 
     assert other.feature_names == FEATURES and other.kind == "onnx"
     assert _path(v1.artifact_uri).is_file() and "/models/churn/1/" in v1.artifact_uri
     # Another registry object on the same lake sees the same thing.
-    assert ModelRegistry(lake_catalog_of(registry), "lab").versions("churn") == [v1, v2]
+    assert IcebergModelRegistry(lake_catalog_of(registry), "lab").versions("churn") == [v1, v2]
 
 
-def lake_catalog_of(registry: ModelRegistry) -> Any:
+def lake_catalog_of(registry: IcebergModelRegistry) -> Any:
     props = registry.catalog.properties
     return lake_catalog(props["uri"], props["warehouse"])
 
 
-def test_load__rebuilds_the_registered_model(registry: ModelRegistry) -> None:
+def test_load__rebuilds_the_registered_model(registry: IcebergModelRegistry) -> None:
     model = _learned()
     registry.register("churn", model, alias="champion")
     onnx = onnx_mlp_classifier(FEATURES, classes=("no", "yes")).model()
@@ -109,7 +113,51 @@ def test_load__rebuilds_the_registered_model(registry: ModelRegistry) -> None:
     assert registry.get("mlp", 1).model_meta["classes"] == ["no", "yes"]
 
 
-def test_promote_then_rollback__walks_back_through_the_holders(registry: ModelRegistry) -> None:
+def _overwrite(registry: IcebergModelRegistry, uri: str, data: bytes) -> None:
+    with registry.io.new_output(uri).create(overwrite=True) as out:
+        out.write(data)
+
+
+def test_load__refuses_an_artifact_changed_after_it_was_stored(
+        registry: IcebergModelRegistry) -> None:
+    model = _learned()
+    v1 = registry.register("churn", model, alias="champion")
+    assert v1.artifact_sha256 is not None and len(v1.artifact_sha256) == 64
+    _, intact = registry.load("churn")  # an intact artifact loads
+    assert intact.predict_many(ROWS) == model.predict_many(ROWS)
+    # A different (valid) pickle swapped in behind the registry's back is never unpickled.
+    _overwrite(registry, v1.artifact_uri, _learned(seed=7).to_bytes())
+    with pytest.raises(ArtifactDigestError, match=r"'churn' version 1") as err:
+        registry.load("churn")
+    assert err.value.expected == v1.artifact_sha256 and err.value.actual != err.value.expected
+    assert v1.artifact_uri in str(err.value)
+    # A checkpoint is checked too, and the error names it.
+    _overwrite(registry, v1.artifact_uri, model.to_bytes())
+    cp = registry.save_checkpoint("churn", 1, model, offsets={"t": {0: 1}}, examples=1,
+                                  state={})
+    assert cp.artifact_sha256 is not None
+    _overwrite(registry, cp.artifact_uri, b"tampered")
+    with pytest.raises(ArtifactDigestError, match=r"version 1 checkpoint 1"):
+        registry.load_checkpoint(cp)
+
+
+def test_load__a_version_stored_without_a_digest_loads_unchecked(
+        registry: IcebergModelRegistry) -> None:
+    model = _learned()
+    registry.register("churn", model, alias="champion")
+    table = registry._table(VERSIONS_TABLE)
+    rows = table.scan().to_arrow().to_pylist()
+    for row in rows:
+        row["artifact_sha256"] = None  # as rows written before digests were recorded
+    table.overwrite(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+    old = registry.get("churn", 1)
+    assert old.artifact_sha256 is None
+    _, loaded = registry.load("churn")
+    assert loaded.predict_many(ROWS) == model.predict_many(ROWS)
+
+
+def test_promote_then_rollback__walks_back_through_the_holders(
+        registry: IcebergModelRegistry) -> None:
     for _ in range(3):
         registry.register("churn", _learned())
     registry.promote("churn", 1, reason="first")
@@ -139,7 +187,7 @@ def test_concurrent_promotions__end_consistent(lake: dict[str, str]) -> None:
         first.register("churn", _learned(5))
     errors: list[BaseException] = []
 
-    def promote(registry: ModelRegistry, versions: list[int]) -> None:
+    def promote(registry: IcebergModelRegistry, versions: list[int]) -> None:
         try:
             for v in versions * 3:
                 registry.promote("churn", v, reason=f"thread {versions}")
@@ -163,7 +211,7 @@ def test_concurrent_promotions__end_consistent(lake: dict[str, str]) -> None:
 
 
 def test_checkpoint__save_and_load_give_the_same_predictions_and_offsets(
-        registry: ModelRegistry) -> None:
+        registry: IcebergModelRegistry) -> None:
     registry.register("churn", _learned(10), alias="champion")
     assert registry.latest_checkpoint("churn", 1) is None
     learner = registry.load("churn")[1]
@@ -188,7 +236,7 @@ def test_checkpoint__save_and_load_give_the_same_predictions_and_offsets(
 
 
 def test_prune_checkpoints__keeps_the_newest_per_version_and_deletes_rows_then_files(
-        registry: ModelRegistry) -> None:
+        registry: IcebergModelRegistry) -> None:
     registry.register("churn", _learned(5), alias="champion")
     registry.register("churn", _learned(6))
     model = _learned(5)
@@ -245,7 +293,7 @@ def test_prune_checkpoints__alongside_a_process_that_checkpoints(lake: dict[str,
 
 
 def test_delete_orphan_artifacts__removes_old_unreferenced_files_only(
-        registry: ModelRegistry) -> None:
+        registry: IcebergModelRegistry) -> None:
     import os
     import time
 
@@ -275,7 +323,7 @@ def test_delete_orphan_artifacts__removes_old_unreferenced_files_only(
     assert registry.load_checkpoint(cps[-1]).predict_many(ROWS) == model.predict_many(ROWS)
 
 
-def test_checkpoint__bad_input_is_refused(registry: ModelRegistry) -> None:
+def test_checkpoint__bad_input_is_refused(registry: IcebergModelRegistry) -> None:
     registry.register("churn", _learned(5))
     onnx = onnx_mlp_regressor(FEATURES).model()
     with pytest.raises(ModelKindMismatchError, match="is a river model; a onnx model"):
@@ -415,7 +463,7 @@ def test_concurrent_promotion__previous_holder_is_recomputed(
     assert registry.rollback("churn").version == 2
 
 
-def test_unknown_names__raise_errors_naming_them(registry: ModelRegistry) -> None:
+def test_unknown_names__raise_errors_naming_them(registry: IcebergModelRegistry) -> None:
     with pytest.raises(UnknownModelError, match="model 'nope' is not registered .no models"):
         registry.versions("nope")
     registry.register("churn", _learned(5))

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from refluent.config import Settings
 from refluent.examples.models import onnx_mlp_classifier, river_regressor, synthetic_rows
+from refluent.models.base import ServableModel
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
 from refluent.registry import ModelRegistry
-from refluent.serving.base import ServableModel
 from refluent.serving.http import (
     HttpFrontEnd,
     InferRequestError,
@@ -25,7 +25,8 @@ from refluent.serving.http import (
     infer_response,
     parse_inputs,
 )
-from refluent.serving.service import PredictionPublisher, build_scorer, prediction_id
+from refluent.serving.publisher import PredictionPublisher
+from refluent.serving.scorer import build_scorer, prediction_id
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.redis import RedisOnlineStore
 from refluent.streams.contracts import FeatureUpdate, Prediction
@@ -129,6 +130,7 @@ class App:
     regressor: ServableModel
     topic: str
     publisher: PredictionPublisher
+    front: HttpFrontEnd
 
 
 @pytest.fixture()
@@ -161,7 +163,7 @@ def app(services: RunningServices) -> Iterator[App]:
     publisher = PredictionPublisher(settings, services.bootstrap_servers, topic)
     front = HttpFrontEnd(scorer, publisher, max_batch_size=16, linger_s=0.001)
     with TestClient(create_app(front, registry=registry)) as client:
-        yield App(client, settings, registry, onnx, regressor, topic, publisher)
+        yield App(client, settings, registry, onnx, regressor, topic, publisher, front)
     publisher.close()
     registry.close()
 
@@ -239,14 +241,16 @@ def test_http__pinned_version_answers_with_that_version(app: App) -> None:
 @pytest.mark.parametrize(("path", "body", "status", "message"), [
     ("/v2/models/nope/infer", {"inputs": [tensor("x1", [1])]}, 404, "model 'nope'"),
     ("/v2/models/reg/versions/9/infer", {"inputs": [tensor("x1", [1])]}, 404, "version 9"),
-    ("/v2/models/clf/infer", {"inputs": [tensor("x1", ["a"], "FP32")]}, 400, "'a' is not a"),
+    ("/v2/models/clf/infer", {"inputs": [tensor("x1", ["a"], "FP32")]}, 422, "'a' is not a"),
     ("/v2/models/clf/infer", {"inputs": [tensor("x1", [1.0])]}, 400, "'x2' is missing"),
     ("/v2/models/clf/infer", {"inputs": [tensor("x1", [1.0])],
                               "parameters": {"entity_id": "ghost"}}, 400, "missing_entity"),
     ("/v2/models/clf/infer", {"inputs": [tensor("x1", ["a"], "BYTES")],
                               "parameters": {"entity_id": "c1"}}, 400, "feature_type"),
     ("/v2/models/clf/infer", {"inputs": [tensor("x1", [1.0])], "outputs": [{"name": "z"}]},
-     400, "'z' is not one of"),
+     422, "'z' is not one of"),
+    ("/v2/models/clf/infer", [1, 2], 422, "must be a JSON object"),
+    ("/v2/models/clf/infer", {"inputs": [tensor("x1", [1.0])], "id": 7}, 422, "id: 7"),
 ])
 def test_http__errors_are_json_with_the_right_status(app: App, path: str, body: Any,
                                                      status: int, message: str) -> None:
@@ -256,8 +260,49 @@ def test_http__errors_are_json_with_the_right_status(app: App, path: str, body: 
 
 
 @pytest.mark.integration
-def test_http__malformed_json_is_a_400(app: App) -> None:
+def test_http__malformed_json_is_a_422(app: App) -> None:
     resp = app.client.post("/v2/models/clf/infer", content=b"{nope",
                            headers={"content-type": "application/json"})
-    assert resp.status_code == 400 and "not JSON" in resp.json()["error"]
+    assert resp.status_code == 422 and "not JSON" in resp.json()["error"]
     assert app.client.get("/v2/nothing/here").json() == {"error": "Not Found"}
+
+
+@pytest.mark.integration
+def test_http__body_over_the_limit_is_a_413_and_is_not_read(app: App) -> None:
+    app.front.max_request_bytes = 2048
+    big = {"inputs": [tensor("x1", [1.0] * 1000), tensor("x2", [1.0] * 1000)]}
+    resp = app.client.post("/v2/models/reg/infer", json=big)
+    assert resp.status_code == 413, resp.text
+    assert "larger than 2048 bytes" in resp.json()["error"]
+    # Streamed without a length, the body is cut off at the limit too.
+    chunks = iter([b'{"inputs": [', b" " * 4096, b"]}"])
+    resp = app.client.post("/v2/models/reg/infer", content=chunks)
+    assert resp.status_code == 413, resp.text
+
+
+@pytest.mark.integration
+def test_http__more_rows_than_allowed_is_a_413(app: App) -> None:
+    app.front.max_request_rows = 2
+    rows = {"inputs": [tensor("x1", [1.0, 2.0, 3.0]), tensor("x2", [1.0, 2.0, 3.0])]}
+    resp = app.client.post("/v2/models/reg/infer", json=rows)
+    assert resp.status_code == 413 and "3 rows, more than 2" in resp.json()["error"]
+    ok = {"inputs": [tensor("x1", [1.0, 2.0]), tensor("x2", [1.0, 2.0])]}
+    assert app.client.post("/v2/models/reg/infer", json=ok).status_code == 200
+
+
+@pytest.mark.integration
+def test_http__internal_errors_answer_an_error_id_never_the_exception_text(
+        app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(requests: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(app.front.scorer, "score", broken)
+    body = {"inputs": [tensor("x1", [1.0]), tensor("x2", [1.0])]}
+    with caplog.at_level("ERROR", logger="refluent.serving.http"):
+        resp = app.client.post("/v2/models/reg/infer", json=body)
+    assert resp.status_code == 500
+    error = resp.json()["error"]
+    assert "secret" not in error and "RuntimeError" not in error
+    error_id = error.split("(id ", 1)[1].split(")", 1)[0]
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None

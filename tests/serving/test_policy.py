@@ -12,6 +12,7 @@ import pytest
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import EntityStateView, FeatureView
 from refluent.processors.windows import Tumbling
+from refluent.serving.batching import MicroBatcher
 from refluent.serving.policy import (
     FeatureCatalog,
     FeaturePlanError,
@@ -21,7 +22,6 @@ from refluent.serving.policy import (
     check_numeric,
     needed_reads,
 )
-from refluent.serving.service import MicroBatcher
 from refluent.streams.contracts import FeatureValue
 from refluent.streams.processing import RecordRejected
 

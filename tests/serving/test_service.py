@@ -21,22 +21,16 @@ import pytest
 
 from refluent.config import Settings
 from refluent.examples.models import onnx_mlp_classifier, river_classifier, synthetic_rows
+from refluent.models.base import Scored, ServableModel
+from refluent.online_store.base import OnlineFeatures
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
 from refluent.registry import ModelRegistry
-from refluent.serving.base import Scored, ServableModel
 from refluent.serving.holder import ModelHolder, UnknownServedModelError
-from refluent.serving.online import OnlineFeatures
 from refluent.serving.policy import FeatureCatalog, StalePolicies
-from refluent.serving.service import (
-    KafkaPredictionService,
-    Scorer,
-    ScoreRequest,
-    build_scorer,
-    prediction_id,
-    settle_heap,
-)
+from refluent.serving.scorer import Scorer, ScoreRequest, build_scorer, prediction_id
+from refluent.serving.service import KafkaPredictionService, settle_heap
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.redis import RedisOnlineStore
 from refluent.streams.contracts import FeatureUpdate, FeatureValue, Prediction, PredictionRequest

@@ -19,10 +19,10 @@ from pydantic import BaseModel
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
+from refluent.online_store.redis import RedisOnlineReader
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import EntityStateView, FeatureView, only_ops
 from refluent.processors.windows import Hopping, Tumbling
-from refluent.serving.online import OnlineFeatureReader
 from refluent.sinks.iceberg import load_table, open_catalog, read_offsets
 from refluent.sinks.pipeline import (
     PipelineStats,
@@ -335,7 +335,7 @@ def test_online__redis_ends_with_what_the_in_memory_runner_computes(lake: Lake) 
     stats = pipeline.run(max_records=total, idle_timeout=8)
 
     assert (stats.records, stats.dead_lettered) == (total, 0)
-    reader = OnlineFeatureReader.from_settings(lake.settings)
+    reader = RedisOnlineReader.from_settings(lake.settings)
     try:
         for view in found:
             expected = runner.online[view.name]

@@ -16,21 +16,21 @@ from refluent.examples.models import (
     river_regressor,
     synthetic_rows,
 )
-from refluent.serving.base import (
+from refluent.models.base import (
     Scored,
     ServableModel,
-    load_model,
     positive_class,
     scored_from_probabilities,
 )
-from refluent.serving.errors import (
+from refluent.models.errors import (
     ModelCannotLearnError,
     ModelError,
     ModelInputError,
     ModelLoadError,
 )
-from refluent.serving.onnx import CPU, CUDA, OnnxModel, default_providers
-from refluent.serving.river import RiverModel
+from refluent.models.kinds import load_model
+from refluent.models.onnx import CPU, CUDA, OnnxModel, default_providers
+from refluent.models.river import RiverModel
 
 FEATURES = ("x1", "x2", "x3", "x4")
 
@@ -272,7 +272,7 @@ def test_river__predict_many_uses_one_mini_batch_call_when_every_step_can(
     rows = _rows()
     model.predict_many(rows)
     assert calls == []  # a small batch: row by row is faster than a DataFrame
-    monkeypatch.setattr("refluent.serving.river.MINI_BATCH_ROWS", 2)
+    monkeypatch.setattr("refluent.models.river.MINI_BATCH_ROWS", 2)
     model.predict_many(rows)
     assert calls == [len(rows)]
     # Rows with different features cannot share a frame: scored one by one.

@@ -6,13 +6,18 @@ the probability of the positive class as ``score``. River models also learn one 
 time; ONNX models only predict. Neither ever mutates the features it is given.
 
 Every model serialises to bytes (:meth:`ServableModel.to_bytes`) and, with the metadata from
-:meth:`ServableModel.metadata`, is rebuilt by :func:`load_model`; the model registry stores both.
+:meth:`ServableModel.metadata`, is rebuilt by its class's :meth:`ServableModel.from_bytes`
+(:func:`refluent.models.kinds.load_model` finds the class from the kind name); the model
+registry stores both.
+
+What differs between kinds is said by class attributes, never by testing the kind's name:
+``numeric_inputs`` (every input must be a number), ``artifact_extension``, ``platform``.
 
 Examples:
     >>> from refluent.examples.models import river_regressor
     >>> model = river_regressor()
     >>> model.learn_one({"x1": 1.0, "x2": 0.0}, 2.0)
-    >>> copy = load_model(model.kind, model.to_bytes(), model.metadata())
+    >>> copy = type(model).from_bytes(model.to_bytes(), model.metadata())
     >>> copy.predict_one({"x1": 1.0, "x2": 0.0}) == model.predict_one({"x1": 1.0, "x2": 0.0})
     True
 """
@@ -24,18 +29,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from refluent.serving.errors import ModelError, ModelInputError
+from refluent.models.errors import ModelError, ModelInputError, ModelLoadError
 from refluent.streams.contracts import FeatureValue
 
 Task = Literal["classification", "regression"]
 """What a model predicts: a class with its probabilities, or a number."""
-ModelKind = Literal["river", "onnx"]
-"""The runtime a model's artifact is for."""
+ModelKind = str
+"""The runtime a model's artifact is for: a kind name (``"river"``, ``"onnx"``) or the dotted
+path of a user's own :class:`ServableModel` class (see :mod:`refluent.models.kinds`)."""
 Label = str | int | bool
 """A class label."""
 
 TASKS: tuple[Task, ...] = ("classification", "regression")
-KINDS: tuple[ModelKind, ...] = ("river", "onnx")
 
 _POSITIVE_TEXT = ("true", "1", "yes", "positive", "pos")
 
@@ -142,7 +147,7 @@ def numeric_value(model: str, feature: str, value: Any) -> float:
         >>> numeric_value("m", "age", "41")
         Traceback (most recent call last):
         ...
-        refluent.serving.errors.ModelInputError: model m: feature 'age' is '41' (str), not a number
+        refluent.models.errors.ModelInputError: model m: feature 'age' is '41' (str), not a number
     """
     if isinstance(value, bool | int | float) and not isinstance(value, complex):
         return float(value)
@@ -160,7 +165,12 @@ class ServableModel(ABC):
     """A model the prediction service can score with, and an online learner can teach.
 
     Attributes:
-        kind: The runtime (``"river"`` or ``"onnx"``).
+        kind: The runtime (``"river"``, ``"onnx"``, or the dotted path of a user's class).
+        numeric_inputs: True when every input must be a number (the scorer checks the row
+            before scoring, so a bad value is rejected naming the feature).
+        artifact_extension: File extension of the artifact the registry writes.
+        platform: The runtime as the Open Inference Protocol's model metadata names it.
+        input_datatype: The protocol datatype of the model's inputs.
         task: ``"classification"`` or ``"regression"``.
         feature_names: The inputs in order. An ONNX model takes exactly these; a River model
             is given only these when there are some, and any features when empty.
@@ -171,6 +181,10 @@ class ServableModel(ABC):
     """
 
     kind: ClassVar[ModelKind]
+    numeric_inputs: ClassVar[bool] = False
+    artifact_extension: ClassVar[str] = "bin"
+    platform: ClassVar[str] = "python"
+    input_datatype: ClassVar[str] = "FP64"
     task: Task
     feature_names: tuple[str, ...]
     can_learn: bool
@@ -204,14 +218,26 @@ class ServableModel(ABC):
 
     @abstractmethod
     def to_bytes(self) -> bytes:
-        """The artifact: everything :func:`load_model` needs besides :meth:`metadata`."""
+        """The artifact: everything :meth:`from_bytes` needs besides :meth:`metadata`."""
+
+    @classmethod
+    def from_bytes(cls, data: bytes, meta: Mapping[str, Any]) -> ServableModel:
+        """Rebuild a model from :meth:`to_bytes`'s artifact and :meth:`metadata`.
+
+        Raises:
+            ModelLoadError: the bytes are not a model of this kind (and always, for a class
+                that does not override this: it cannot be stored in the registry).
+        """
+        name = str(meta.get("name") or cls.__name__)
+        raise ModelLoadError(name, str(getattr(cls, "kind", cls.__name__)),
+                             f"{cls.__name__} does not implement from_bytes")
 
     @abstractmethod
     def clone(self) -> ServableModel:
         """An independent copy with the same learned state."""
 
     def metadata(self) -> dict[str, Any]:
-        """JSON-able facts :func:`load_model` needs beside the artifact."""
+        """JSON-able facts :meth:`from_bytes` needs beside the artifact."""
         return {"task": self.task, "feature_names": list(self.feature_names)}
 
     def check_features(self, x: Mapping[str, FeatureValue]) -> None:
@@ -251,30 +277,3 @@ def feature_tuple(model: str, names: Iterable[Any] | None) -> tuple[str, ...]:
         out.append(name)
     return tuple(out)
 
-
-def load_model(kind: ModelKind, data: bytes, meta: Mapping[str, Any]) -> ServableModel:
-    """Rebuild a model from its artifact and metadata.
-
-    Args:
-        kind: ``"river"`` (a pickled River estimator) or ``"onnx"`` (a serialised ONNX graph).
-        data: The artifact, as :meth:`ServableModel.to_bytes` wrote it.
-        meta: :meth:`ServableModel.metadata` (``task``, ``feature_names``, ``classes``,
-            ``name``); for ONNX, what the graph's own metadata lacks.
-
-    Raises:
-        ModelLoadError: the bytes are not a model of that kind.
-        ModelError: the kind is unknown.
-
-    A River artifact is a pickle: loading it runs code, so load only artifacts you trust (as
-    with any pickled model).
-    """
-    name = str(meta.get("name") or kind)
-    if kind == "river":
-        from refluent.serving.river import RiverModel
-
-        return RiverModel.from_bytes(data, meta)
-    if kind == "onnx":
-        from refluent.serving.onnx import OnnxModel
-
-        return OnnxModel.from_bytes(data, meta)
-    raise ModelError(name, f"kind {kind!r} is not one of {', '.join(KINDS)}")

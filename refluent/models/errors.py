@@ -1,4 +1,4 @@
-"""Errors of model scoring and learning."""
+"""Errors of model kinds: building, loading, scoring and teaching a model."""
 
 from __future__ import annotations
 
@@ -38,3 +38,18 @@ class ModelLoadError(ModelError):
     def __init__(self, model: str, kind: str, detail: str) -> None:
         self.kind = kind
         super().__init__(model, f"cannot load the {kind} artifact: {detail}")
+
+
+class UnknownModelKindError(ModelError):
+    """A model kind is neither a built-in kind nor the dotted path of a model class."""
+
+    def __init__(self, kind: str, known: tuple[str, ...], detail: str | None = None) -> None:
+        self.kind = kind
+        self.known = known
+        message = (f"is not one of {', '.join(known)} (nor the dotted path of a ServableModel "
+                   "class)")
+        if detail:
+            message += f": {detail}"
+        RefluentError.__init__(self, f"model kind {kind!r} {message}")
+        self.model = kind
+        self.detail = message

@@ -1,4 +1,4 @@
-"""Exported ONNX graphs behind the :class:`~refluent.serving.base.ServableModel` interface.
+"""Exported ONNX graphs behind the :class:`~refluent.models.base.ServableModel` interface.
 
 :class:`OnnxModel` runs a graph with onnxruntime, on the CUDA execution provider when the
 installed onnxruntime has it (``onnxruntime-gpu`` on a machine with a GPU) and on the CPU
@@ -18,7 +18,7 @@ What the graph cannot say itself travels as metadata: the task, the feature name
 classes, read from the graph's ``metadata_props`` (``refluent.task``,
 ``refluent.feature_names``, ``refluent.classes``, JSON values) and overridden by the arguments
 (the registry passes what it recorded). The model only predicts: ``learn_one`` raises
-:class:`~refluent.serving.errors.ModelCannotLearnError`; a new version comes from retraining.
+:class:`~refluent.models.errors.ModelCannotLearnError`; a new version comes from retraining.
 
 Examples:
     >>> from refluent.examples.models import onnx_mlp_regressor
@@ -28,7 +28,7 @@ Examples:
     >>> model.predict_one({"a": 1.0})
     Traceback (most recent call last):
     ...
-    refluent.serving.errors.ModelInputError: model onnx: feature 'b' is missing
+    refluent.models.errors.ModelInputError: model onnx: feature 'b' is missing
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from refluent.errors import require
-from refluent.serving.base import (
+from refluent.models.base import (
     ModelKind,
     Scored,
     ServableModel,
@@ -51,7 +51,7 @@ from refluent.serving.base import (
     positive_class,
     scored_from_probabilities,
 )
-from refluent.serving.errors import (
+from refluent.models.errors import (
     ModelCannotLearnError,
     ModelError,
     ModelInputError,
@@ -117,6 +117,10 @@ class OnnxModel(ServableModel):
     """
 
     kind: ClassVar[ModelKind] = "onnx"
+    numeric_inputs: ClassVar[bool] = True
+    artifact_extension: ClassVar[str] = "onnx"
+    platform: ClassVar[str] = "onnxruntime_onnx"
+    input_datatype: ClassVar[str] = "FP32"
 
     def __init__(self, data: bytes, *, feature_names: Sequence[str] | None = None,
                  task: Task | None = None, classes: Sequence[Any] | None = None,
@@ -137,7 +141,7 @@ class OnnxModel(ServableModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, meta: Mapping[str, Any]) -> OnnxModel:
-        """:func:`~refluent.serving.base.load_model` for ONNX: ``meta`` may hold
+        """:meth:`ServableModel.from_bytes` for ONNX: ``meta`` may hold
         ``feature_names``, ``task``, ``classes`` and ``name``."""
         return cls(data, feature_names=meta.get("feature_names") or None,
                    task=meta.get("task"), classes=meta.get("classes") or None,
@@ -237,7 +241,7 @@ class OnnxModel(ServableModel):
         return list(self.session.get_providers())
 
     def metadata(self) -> dict[str, Any]:
-        """Task, feature names and classes (see :func:`~refluent.serving.base.load_model`)."""
+        """Task, feature names and classes (see :func:`~refluent.models.kinds.load_model`)."""
         meta = super().metadata()
         if self.task == "classification" and self.classes:
             meta["classes"] = [plain_label(c) for c in self.classes]

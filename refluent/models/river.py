@@ -1,4 +1,4 @@
-"""River online learners behind the :class:`~refluent.serving.base.ServableModel` interface.
+"""River online learners behind the :class:`~refluent.models.base.ServableModel` interface.
 
 :class:`RiverModel` wraps any River classifier or regressor, or a pipeline ending in one. The
 task is read off River's own types (``base.Classifier`` / ``base.Regressor``, which a pipeline
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from refluent.errors import require
-from refluent.serving.base import (
+from refluent.models.base import (
     ModelKind,
     Scored,
     ServableModel,
@@ -42,7 +42,7 @@ from refluent.serving.base import (
     feature_tuple,
     scored_from_probabilities,
 )
-from refluent.serving.errors import ModelError, ModelInputError, ModelLoadError
+from refluent.models.errors import ModelError, ModelInputError, ModelLoadError
 from refluent.streams.contracts import FeatureValue
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class RiverModel(ServableModel):
     """
 
     kind: ClassVar[ModelKind] = "river"
+    artifact_extension: ClassVar[str] = "pkl"
+    platform: ClassVar[str] = "river"
 
     def __init__(self, estimator: Any, *, feature_names: Sequence[str] = (),
                  task: Task | None = None, name: str | None = None) -> None:
