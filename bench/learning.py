@@ -60,9 +60,11 @@ from river import compose, datasets, evaluate, linear_model, metrics, preprocess
 
 from refluent.config import FeedbackSettings
 from refluent.embedded.services import lake_catalog, start_redis
-from refluent.feedback.base import SourceRef
-from refluent.feedback.join import EventTimeMerger, FeedbackJoin, RedisJoinStore, TimedEvent
+from refluent.feedback.join import FeedbackJoin
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.feedback.state.base import SourceRef
+from refluent.feedback.state.redis import RedisJoinStore
 from refluent.online_learning.learner import LearnerPool
 from refluent.registry import ModelRegistry
 from refluent.serving.river import RiverModel

@@ -3,9 +3,9 @@
 :class:`FeedbackService` consumes ``predictions`` and ``feedback`` with one
 :class:`~refluent.streams.kafka.ConsumerLoop`, decodes them with their contracts (a record that
 does not decode goes to ``<topic>.dlq`` with step ``decode``), merges them by event time
-(:class:`~refluent.feedback.join.EventTimeMerger`), joins labels to predictions
+(:class:`~refluent.feedback.merge.EventTimeMerger`), joins labels to predictions
 (:class:`~refluent.feedback.join.FeedbackJoin` over
-:class:`~refluent.feedback.join.RedisJoinStore`), teaches the online learners
+:class:`~refluent.feedback.state.redis.RedisJoinStore`), teaches the online learners
 (:class:`~refluent.online_learning.learner.LearnerPool`) and produces one
 :class:`~refluent.streams.contracts.LabeledExample` per joined label to ``examples``.
 Rejected labels go to ``feedback.dlq`` with step ``feedback_join`` and the reason.
@@ -17,7 +17,7 @@ producer; commit the join's Redis writes together with the progress (the next of
 input partition whose outputs are now delivered); then checkpoint the members that are due,
 append their rows to the lake table ``model_metrics``, and promote a winning challenger. The
 Redis write is sent right after the next batch's read and runs while that batch is processed
-(see :meth:`~refluent.feedback.join.RedisJoinStore.begin`); the next batch's outputs are
+(see :meth:`~refluent.feedback.state.redis.RedisJoinStore.begin`); the next batch's outputs are
 produced only once it is confirmed, and an idle poll, a checkpoint, a rebalance and the stop
 send and confirm it at once.
 
@@ -47,16 +47,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from refluent.config import Settings
-from refluent.feedback.base import Joined, JoinState, MemoryJoinState, Rejected, SourceRef
 from refluent.feedback.errors import JOIN_STEP, LabelRecordExpiredError
-from refluent.feedback.join import (
-    EventTimeMerger,
-    FeedbackJoin,
-    Kind,
-    RedisJoinBatch,
-    RedisJoinStore,
-    TimedEvent,
-)
+from refluent.feedback.join import FeedbackJoin, Joined, Rejected
+from refluent.feedback.merge import EventTimeMerger, Kind, TimedEvent
+from refluent.feedback.state.base import JoinState, SourceRef
+from refluent.feedback.state.memory import MemoryJoinState
+from refluent.feedback.state.redis import RedisJoinBatch, RedisJoinStore
 from refluent.observability import learning as m
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.errors import DecodeError

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from refluent.feedback.base import Joined, PendingPrediction, SourceRef, from_us
+from refluent.feedback.join import Joined
+from refluent.feedback.state.base import PendingPrediction, SourceRef, from_us
 from refluent.observability import learning as m
 from refluent.online_learning.errors import CheckpointStateError, NoChampionError
 from refluent.online_learning.metrics import (

@@ -28,9 +28,11 @@ from river import (
 )
 
 from refluent.config import FeedbackSettings
-from refluent.feedback.base import MemoryJoinState, SourceRef
-from refluent.feedback.join import EventTimeMerger, FeedbackJoin, TimedEvent
+from refluent.feedback.join import FeedbackJoin
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.feedback.state.base import SourceRef
+from refluent.feedback.state.memory import MemoryJoinState
 from refluent.online_learning.errors import NoChampionError
 from refluent.online_learning.learner import (
     LearnerPool,

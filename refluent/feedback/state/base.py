@@ -1,10 +1,11 @@
-"""Types of the feedback join: where an event came from, what waits in the join's state, what
-a join yields, and the state interface the join logic runs against.
+"""The state the feedback join runs against: where an event came from (:class:`SourceRef`),
+what waits in the state (:class:`PendingPrediction`, :class:`WaitingLabel`), and the
+:class:`JoinState` interface.
 
 The join logic (:mod:`refluent.feedback.join`) is a pure function of the events it is given and
-of a :class:`JoinState`; :class:`MemoryJoinState` holds that state in dictionaries (tests, the
-property checks, benchmarks without Redis) and :class:`~refluent.feedback.join.RedisJoinStore`
-keeps it in Redis.
+of a :class:`JoinState`; :class:`~refluent.feedback.state.memory.MemoryJoinState` holds that
+state in dictionaries (tests, the property checks, benchmarks without Redis) and
+:class:`~refluent.feedback.state.redis.RedisJoinStore` keeps it in Redis.
 
 Replay: every stored record carries the :class:`SourceRef` of the event that wrote it, so after
 a restart from a checkpoint the join can tell what an event it is replaying already wrote (see
@@ -21,16 +22,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from refluent.feedback.errors import FeedbackRejected
     from refluent.serving.base import Scored
-    from refluent.streams.contracts import Feedback, LabeledExample, Prediction
+    from refluent.streams.contracts import Feedback, Prediction
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-
-LabelValue = float | int | bool | str
-"""A label as :class:`~refluent.streams.contracts.Feedback` carries it."""
-
 
 def to_us(ts: datetime) -> int:
     """Microseconds since the epoch of the aware timestamp ``ts`` (exact).
@@ -145,68 +141,12 @@ class WaitingLabel:
         return to_us(self.feedback.event_time)
 
 
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """A label joined to its prediction.
-
-    Attributes:
-        example: The labelled example (the label coerced to the model's task).
-        pending: The prediction it joined (with the learners' answers).
-        label_source: Where the label was read.
-        trigger: The event whose processing made the join: the label itself, or the
-            prediction a waiting label was waiting for.
-    """
-
-    example: LabeledExample
-    pending: PendingPrediction
-    label_source: SourceRef
-    trigger: SourceRef
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A label the join gives up on, to dead-letter with ``error.reason``.
-
-    Attributes:
-        error: Why (its ``reason`` is the dead-letter reason).
-        source: Where the label was read.
-        raw: Its bytes as consumed.
-        key: Its record key.
-        trigger: The event whose processing rejected it (None: the join's clock expired it).
-    """
-
-    error: FeedbackRejected
-    source: SourceRef
-    raw: bytes | None
-    key: bytes | None
-    trigger: SourceRef | None
-
-
-@dataclass(frozen=True, slots=True)
-class JoinOutcome:
-    """What processing one event yielded.
-
-    Attributes:
-        question: For a prediction: the pending record the learners answer (None when the
-            prediction repeats one already held, which is skipped and counted).
-        joined: Labels joined by this event.
-        rejected: Labels rejected by this event.
-        waiting: A label that now waits for its prediction.
-        repeated: A prediction id already held from another record.
-    """
-
-    question: PendingPrediction | None = None
-    joined: tuple[Joined, ...] = ()
-    rejected: tuple[Rejected, ...] = ()
-    waiting: WaitingLabel | None = None
-    repeated: bool = False
-
-
 class JoinState(ABC):
     """Where the join keeps pending predictions and waiting labels.
 
-    Implementations hold everything in memory (:class:`MemoryJoinState`) or front a store with
-    a per-batch cache (:class:`~refluent.feedback.join.RedisJoinBatch`). ``save_*`` calls are
+    Implementations hold everything in memory
+    (:class:`~refluent.feedback.state.memory.MemoryJoinState`) or front a store with a
+    per-batch cache (:class:`~refluent.feedback.state.redis.RedisJoinBatch`). ``save_*`` calls are
     upserts of the whole record: the join mutates the records it was given and saves them.
     """
 
@@ -242,69 +182,13 @@ class JoinState(ABC):
         partitions; all when None), in deadline order."""
 
 
-class MemoryJoinState(JoinState):
-    """:class:`JoinState` in dictionaries, without expiry.
-
-    Examples:
-        >>> state = MemoryJoinState()
-        >>> state.prediction("p1") is None
-        True
-    """
-
-    def __init__(self) -> None:
-        self.predictions: dict[str, PendingPrediction] = {}
-        self.by_entity: dict[str, dict[str, int]] = {}
-        self.labels: dict[SourceRef, WaitingLabel] = {}
-        self.by_target: dict[str, set[SourceRef]] = {}
-
-    def prediction(self, prediction_id: str) -> PendingPrediction | None:
-        """See :meth:`JoinState.prediction`."""
-        return self.predictions.get(prediction_id)
-
-    def save_prediction(self, pending: PendingPrediction, *, new: bool) -> None:
-        """See :meth:`JoinState.save_prediction`."""
-        self.predictions[pending.prediction_id] = pending
-        if new:
-            entity = pending.prediction.entity_id
-            self.by_entity.setdefault(entity, {})[pending.prediction_id] = pending.ts_us
-
-    def entity_predictions(self, entity_id: str, at_or_before_us: int
-                           ) -> Iterator[PendingPrediction]:
-        """See :meth:`JoinState.entity_predictions`."""
-        index = self.by_entity.get(entity_id, {})
-        ranked = sorted(((ts, pid) for pid, ts in index.items() if ts <= at_or_before_us),
-                        reverse=True)
-        for _, pid in ranked:
-            found = self.predictions.get(pid)
-            if found is not None:
-                yield found
-
-    def waiting_for(self, prediction_id: str, entity_id: str) -> list[WaitingLabel]:
-        """See :meth:`JoinState.waiting_for`."""
-        refs = self.by_target.get(_pid_target(prediction_id), set()) | self.by_target.get(
-            _entity_target(entity_id), set())
-        return [self.labels[r] for r in refs if r in self.labels]
-
-    def save_waiting(self, label: WaitingLabel, *, new: bool) -> None:
-        """See :meth:`JoinState.save_waiting`."""
-        self.labels[label.source] = label
-        if new:
-            self.by_target.setdefault(label_target(label.feedback), set()).add(label.source)
-
-    def due_waiting(self, clock_us: int,
-                    partitions: Collection[tuple[str, int]] | None = None) -> list[WaitingLabel]:
-        """See :meth:`JoinState.due_waiting`."""
-        out = [w for w in self.labels.values()
-               if w.status == "waiting" and w.deadline_us < clock_us
-               and (partitions is None or (w.source.topic, w.source.partition) in partitions)]
-        return sorted(out, key=lambda w: (w.deadline_us, w.source))
-
-
-def _pid_target(prediction_id: str) -> str:
+def prediction_target(prediction_id: str) -> str:
+    """The target of the labels that name ``prediction_id``."""
     return "p:" + prediction_id
 
 
-def _entity_target(entity_id: str) -> str:
+def entity_target(entity_id: str) -> str:
+    """The target of the labels that name the entity ``entity_id``."""
     return "e:" + entity_id
 
 
@@ -317,5 +201,5 @@ def label_target(feedback: Feedback) -> str:
         'e:u1'
     """
     if feedback.prediction_id is not None:
-        return _pid_target(feedback.prediction_id)
-    return _entity_target(feedback.entity_id or "")
+        return prediction_target(feedback.prediction_id)
+    return entity_target(feedback.entity_id or "")
