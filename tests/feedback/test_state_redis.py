@@ -1,5 +1,5 @@
 """The join's Redis state: the same outcomes as the memory state, deferred writes, a dropped
-connection."""
+connection, and scripts loaded once and called by their SHA."""
 
 from __future__ import annotations
 
@@ -160,4 +160,72 @@ def test_redis_store__deferred_write__survives_a_dropped_connection(services: An
             assert [j.example.prediction_id for j in out.joined] == ["p1"]
         finally:
             fresh.close()
+
+
+def _calls(client: redis_lib.Redis, command: str) -> int:
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def _store(services: Any, **kwargs: Any) -> RedisJoinStore:
+    store = RedisJoinStore(services.redis_url, ttl_s=3600, key_prefix=f"t{uuid.uuid4().hex[:8]}",
+                           page=2, **kwargs)
+    store.setup()
+    return store
+
+
+def _stream(seed: int, n: int = 60) -> list[TimedEvent]:
+    rng = random.Random(seed)
+    items = [Spec(rng.choice(["p", "p", "f_id", "f_id", "f_entity"]), rng.randint(0, 200),
+                  rng.randint(0, 12), rng.randint(0, 3), rng.choice([True, False, 1, 2, "x"]))
+             for _ in range(n)]
+    return build_events(items)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("defer", [False, True])
+def test_redis_store__scripts_are_called_by_sha_after_setup(services: Any, defer: bool) -> None:
+    # Redis counts the calls per command: once set up, a batch's read and write are EVALSHA
+    # calls (the script source is not sent again), and there is not one EVAL.
+    probe = redis_lib.Redis.from_url(services.redis_url)
+    store = _store(services, cache_size=0)
+    try:
+        events = _stream(3)
+        evals, shas = _calls(probe, "eval"), _calls(probe, "evalsha")
+        batches = -(-len(events) // 7) + 1  # run_join's batches and its final expiry
+        assert run_join(events, store, 5, defer=defer) == run_join(events, MemoryJoinState(), 5)
+        assert _calls(probe, "eval") == evals
+        assert _calls(probe, "evalsha") - shas >= 2 * batches  # a read and a write each
+    finally:
+        store.close()
+        probe.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("defer", [False, True])
+def test_redis_store__script_flush_between_batches_loads_the_scripts_again(services: Any,
+                                                                         defer: bool) -> None:
+    # SCRIPT FLUSH after each batch is processed and before its write is sent: the write (and
+    # the next batch's read) meet NOSCRIPT, load the script on the ordered connection and run;
+    # the outcomes stay those of the memory state.
+    probe = redis_lib.Redis.from_url(services.redis_url)
+    store = _store(services, cache_size=0)
+    try:
+        events = _stream(5)
+        flushes = [0]
+
+        def flush() -> None:
+            probe.script_flush()
+            flushes[0] += 1
+
+        loads = _calls(probe, "script|load")
+        got = run_join(events, store, 5, defer=defer, between=flush)
+        assert got == run_join(events, MemoryJoinState(), 5)
+        assert not store.pending_writes()
+        assert flushes[0] >= 5
+        # each flush is followed by a load of the write script and one of the read script
+        assert _calls(probe, "script|load") - loads >= 2 * flushes[0]
+    finally:
+        store.close()
+        probe.close()
 

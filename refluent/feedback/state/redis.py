@@ -2,6 +2,11 @@
 ordered reads and writes, the progress record) and :class:`RedisJoinBatch` (one batch's view, a
 :class:`~refluent.feedback.state.base.JoinState`), with the Lua scripts that read and write a
 batch in one call each.
+
+The scripts are loaded once (``SCRIPT LOAD`` at setup) and called by their SHA1 (``EVALSHA``);
+a Redis that lost them (a restart, a failover, ``SCRIPT FLUSH``) answers ``NOSCRIPT``, and the
+call is sent again behind a ``SCRIPT LOAD`` on the same connection, so the order of the reads
+and writes is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from refluent.streams.serde import JsonSerde
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.commands.core import Script
 
     from refluent.config import Settings
     from refluent.feedback.merge import TimedEvent
@@ -173,7 +179,8 @@ class RedisJoinStore:
 
     A batch costs one script call to read (:meth:`begin`; a second round trip only for waiting
     labels and entity predictions it has not seen) and one atomic script call to write
-    (:meth:`RedisJoinBatch.commit`), whatever its size; both go over one connection, in order,
+    (:meth:`RedisJoinBatch.commit`), whatever its size, each sent as ``EVALSHA``; both go over
+    one connection, in order,
     and a deferred write runs while the next batch is processed (see :meth:`begin`). Pending
     predictions this process wrote are also kept in an in-process cache of ``cache_size``
     entries, so a label usually finds its prediction without a read; Redis stays the truth (a
@@ -206,6 +213,8 @@ class RedisJoinStore:
         """Targets (``p:<id>``, ``e:<entity>``) that have had a waiting label within the TTL;
         loaded at setup from the ``wi`` index and kept up to date by this process."""
         self._client: Redis | None = None
+        self._prefetch: Script | None = None
+        self._commit: Script | None = None
         self._conn: Any = None
         self._queued: _Committed | None = None
         self._inflight: tuple[_Committed, bool] | None = None
@@ -227,15 +236,18 @@ class RedisJoinStore:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self) -> None:
-        """Connect and check that Redis answers.
+        """Connect, check that Redis answers and load the scripts (called by SHA from then on).
 
         Raises:
             FeedbackStoreError: it does not.
         """
         from refluent.sinks.redis import connect
 
-        self._client = connect(self.url, self.password)
-        self._call("connecting", lambda: self.client.ping())
+        self._client = client = connect(self.url, self.password)
+        self._call("connecting", lambda: client.ping())
+        scripts = [client.register_script(PREFETCH_SCRIPT), client.register_script(COMMIT_SCRIPT)]
+        self._call("loading the scripts", lambda: [client.script_load(s.script) for s in scripts])
+        self._prefetch, self._commit = scripts
         self.load_waiting_index()
 
     def load_waiting_index(self) -> None:
@@ -293,8 +305,33 @@ class RedisJoinStore:
     def _read(self) -> Any:
         return self._connection().read_response()
 
+    def _script(self, script: Script | None) -> Script:
+        if script is None:
+            raise FeedbackStoreError(self.name, "using the store", "not set up; call setup()")
+        return script
+
+    def _send_script(self, script: Script | None, args: Sequence[Any]) -> None:
+        """Send a call of ``script`` by its SHA1 (``EVALSHA``): the source goes over the wire
+        only when Redis asks for it (see :meth:`_read_script`)."""
+        self._send([("EVALSHA", self._script(script).sha, 0, *args)])
+
+    def _read_script(self, script: Script | None, args: Sequence[Any]) -> Any:
+        """Read the reply of a call sent by :meth:`_send_script`. A Redis that lost the script
+        (restart, failover, ``SCRIPT FLUSH``) answers ``NOSCRIPT`` without running anything:
+        the script is loaded and the call sent again on the same connection, before anything
+        else is sent on it, so the reads and writes keep their order."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            return self._read()
+        except NoScriptError:
+            found = self._script(script)
+            self._send([("SCRIPT", "LOAD", found.script), ("EVALSHA", found.sha, 0, *args)])
+            self._read()
+            return self._read()
+
     def _send_write(self, committed: _Committed) -> None:
-        self._send([("EVAL", COMMIT_SCRIPT, 0, *committed.args)])
+        self._send_script(self._commit, committed.args)
 
     def _ordered(self, doing: str, fn: Callable[[], Any]) -> Any:
         """``fn()`` on the ordered connection under the client's retry policy (a connection
@@ -318,7 +355,7 @@ class RedisJoinStore:
             if not sent:
                 self._send_write(committed)
             sent = False  # a retry sends it again
-            self._read()
+            self._read_script(self._commit, committed.args)
 
         try:
             self._ordered("writing a batch", run)
@@ -337,8 +374,8 @@ class RedisJoinStore:
         queued, self._queued = self._queued, None
 
         def read() -> Any:
-            self._send([("EVAL", PREFETCH_SCRIPT, 0, *args)])
-            return self._read()
+            self._send_script(self._prefetch, args)
+            return self._read_script(self._prefetch, args)
 
         try:
             replies = self._ordered("reading the batch's state", read)
