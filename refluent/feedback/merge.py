@@ -17,8 +17,9 @@ the buffer. With ``max_buffered`` set, :meth:`EventTimeMerger.ahead` names, once
 holds that many events, the partitions that have events buffered: the consumer pauses them
 (and resumes them once the buffer is below the cap again) so that only the lagging partitions
 are read until they catch up. Nothing is dropped or reordered: a paused partition is read again
-from its position when it resumes. The cap is soft by one poll: a poll may bring up to a batch
-of records past it before the partitions are paused.
+from its position when it resumes. The cap is soft: the pause follows a poll, and partitions
+with nothing buffered (the lagging ones) are still read, so the buffer can pass the cap by a
+poll's worth of records per such partition.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class EventTimeMerger:
         idle_s: How long a partition read up to its high watermark stays quiet before it no
             longer holds the others back.
         clock: Monotonic clock (seconds), for the idle time.
+        max_buffered: Buffered events from which :meth:`ahead` names the partitions to pause
+            (None: no cap).
 
     Examples:
         >>> from datetime import UTC, datetime
@@ -115,9 +118,11 @@ class EventTimeMerger:
     """
 
     def __init__(self, kinds: Mapping[str, Kind], *, idle_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_buffered: int | None = None) -> None:
         self.kinds = dict(kinds)
         self.idle_s = idle_s
+        self.max_buffered = max_buffered
         self._clock = clock
         self._lanes: dict[tuple[str, int], _Lane] = {}
 
@@ -201,6 +206,30 @@ class EventTimeMerger:
                     bound = lane.bound()
                     limit = bound if limit is None else min(limit, bound)
         return out
+
+    def ahead(self) -> set[tuple[str, int]]:
+        """The partitions to pause now (see the module docstring): while the buffer holds
+        ``max_buffered`` events or more, every partition with events buffered; else none.
+
+        Called after :meth:`release`, every buffered event is at or past the bound of a
+        partition with nothing buffered (the lagging one, which is never named), so the
+        partitions named are the ones ahead of it. Once it delivers, the buffer is released
+        and drops below the cap, and they are no longer named.
+
+        Examples:
+            >>> from datetime import UTC, datetime
+            >>> merger = EventTimeMerger({"predictions": "prediction", "feedback": "feedback"},
+            ...                          max_buffered=1)
+            >>> merger.assign([("predictions", 0), ("feedback", 0)])
+            >>> p = Prediction(request_id="r", model_name="m", model_version="1",
+            ...                entity_id="u", ts=datetime(2026, 1, 1, tzinfo=UTC))
+            >>> merger.push(TimedEvent.of("prediction", p, SourceRef("predictions", 0, 0)))
+            >>> merger.release(), merger.ahead()
+            ([], {('predictions', 0)})
+        """
+        if self.max_buffered is None or len(self) < self.max_buffered:
+            return set()
+        return {tp for tp, lane in self._lanes.items() if lane.queue}
 
     def release_all(self) -> list[TimedEvent]:
         """Every buffered event, in merge order (at the end of a run)."""

@@ -117,3 +117,40 @@ def test_merger__revoke_drops_buffered_events_of_those_partitions() -> None:
     assert merger.revoke([(P, 0)]) == 1
     assert [e.source for e in merger.release_all()] == [SourceRef(P, 1, 0)]
 
+
+# ---------------------------------------------------------------------------------------------
+# back-pressure
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_merger__full_buffer_names_the_partitions_ahead_until_the_lagging_one_catches_up(
+        ) -> None:
+    merger = EventTimeMerger({P: "prediction", F: "feedback"}, max_buffered=3)
+    merger.assign([(P, 0), (P, 1), (F, 0)])
+    merger.push(TimedEvent.of("prediction", prediction("a", 10), SourceRef(P, 0, 0)))
+    merger.push(TimedEvent.of("prediction", prediction("b", 11), SourceRef(P, 1, 0)))
+    assert merger.release() == [] and merger.ahead() == set()  # 2 buffered: below the cap
+    merger.push(TimedEvent.of("prediction", prediction("c", 12), SourceRef(P, 0, 1)))
+    assert merger.release() == []  # (F, 0) has delivered nothing: it may still go first
+    assert merger.ahead() == {(P, 0), (P, 1)}
+    # the lagging partition delivers a label before them: released, the others still wait
+    merger.push(TimedEvent.of("feedback", label(5, pid="x"), SourceRef(F, 0, 0)))
+    assert [e.source for e in merger.release()] == [SourceRef(F, 0, 0)]
+    assert merger.ahead() == {(P, 0), (P, 1)}
+    # it catches up: what no partition can precede goes, in order (c at 12 s waits for
+    # (P, 1), which may still deliver an event at 11..12 s), and the buffer is below the cap
+    merger.push(TimedEvent.of("feedback", label(20, pid="y"), SourceRef(F, 0, 1)))
+    assert [e.source for e in merger.release()] == [SourceRef(P, 0, 0), SourceRef(P, 1, 0)]
+    assert len(merger) == 2 and merger.ahead() == set()
+
+
+@pytest.mark.unit
+def test_merger__without_a_cap_names_no_partition() -> None:
+    merger = EventTimeMerger({P: "prediction", F: "feedback"})
+    merger.assign([(P, 0), (F, 0)])
+    for i in range(50):
+        merger.push(TimedEvent.of("prediction", prediction(f"p{i}", i), SourceRef(P, 0, i)))
+    assert merger.release() == [] and len(merger) == 50
+    assert merger.ahead() == set()
+
