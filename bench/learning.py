@@ -60,13 +60,15 @@ from river import compose, datasets, evaluate, linear_model, metrics, preprocess
 
 from refluent.config import FeedbackSettings
 from refluent.embedded.services import lake_catalog, start_redis
-from refluent.feedback.base import SourceRef
-from refluent.feedback.join import EventTimeMerger, FeedbackJoin, RedisJoinStore, TimedEvent
+from refluent.feedback.join import FeedbackJoin
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.feedback.state.redis import RedisJoinStore
 from refluent.models.river import RiverModel
 from refluent.online_learning.learner import LearnerPool
 from refluent.registry import IcebergModelRegistry
 from refluent.streams.contracts import Feedback, Prediction
+from refluent.streams.origin import Origin
 from refluent.streams.serde import JsonSerde
 
 GOAL_OVERHEAD = 1.5
@@ -120,7 +122,7 @@ def decode_and_merge(recs: list[tuple[str, int, int, bytes, bytes]], chunk: int 
     for s in range(0, len(recs), step):
         for topic, part, offset, key, value in recs[s:s + step]:
             event = serdes[topic].decode(value)
-            merger.push(TimedEvent.of(kinds[topic], event, SourceRef(topic, part, offset),
+            merger.push(TimedEvent.of(kinds[topic], event, Origin(topic, part, offset),
                                       value, key))
         yield merger.release()
     yield merger.release_all()

@@ -195,6 +195,8 @@ class FeedbackSettings(_Component):
     """How long a label whose prediction is not known yet waits for it."""
     max_label_delay_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Label time minus prediction time above which a label is too late."""
+    merge_max_buffered: int = Field(default=100_000, ge=1)
+    """Events the event-time merge holds before it pauses the partitions ahead of a lagging one."""
     checkpoint_every: int = Field(default=1000, ge=1)
     """Examples between two checkpoints of a learning model."""
     checkpoints_kept: int = Field(default=10, ge=0)

@@ -1,22 +1,14 @@
 """The feedback join: labels meet the predictions they are for, in event-time order.
 
-:mod:`refluent.feedback.join` holds the join logic, the event-time merge and the Redis store;
-:mod:`refluent.feedback.service` the ``refluent feedback`` service that also teaches the online
-learners (:mod:`refluent.online_learning`).
+:mod:`refluent.feedback.labels` coerces labels to the model's task, :mod:`refluent.feedback.merge`
+merges the input partitions by event time, :mod:`refluent.feedback.join` joins labels to
+predictions over a :class:`~refluent.feedback.state.base.JoinState` (:mod:`refluent.feedback.state`:
+in memory or in Redis), and :mod:`refluent.feedback.service` is the ``refluent feedback`` service
+that also teaches the online learners (:mod:`refluent.online_learning`).
 """
 
 from __future__ import annotations
 
-from refluent.feedback.base import (
-    Joined,
-    JoinOutcome,
-    JoinState,
-    MemoryJoinState,
-    PendingPrediction,
-    Rejected,
-    SourceRef,
-    WaitingLabel,
-)
 from refluent.feedback.errors import (
     DuplicateLabelError,
     FeedbackError,
@@ -27,12 +19,15 @@ from refluent.feedback.errors import (
     LabelTypeError,
     UnknownPredictionError,
 )
-from refluent.feedback.join import (
-    EventTimeMerger,
-    FeedbackJoin,
+from refluent.feedback.join import FeedbackJoin, Joined, JoinOutcome, Rejected
+from refluent.feedback.labels import coerce_label
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
+from refluent.feedback.state import (
+    JoinState,
+    MemoryJoinState,
+    PendingPrediction,
     RedisJoinStore,
-    TimedEvent,
-    coerce_label,
+    WaitingLabel,
 )
 
 __all__ = [
@@ -52,7 +47,6 @@ __all__ = [
     "PendingPrediction",
     "RedisJoinStore",
     "Rejected",
-    "SourceRef",
     "TimedEvent",
     "UnknownPredictionError",
     "WaitingLabel",

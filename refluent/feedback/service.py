@@ -3,9 +3,9 @@
 :class:`FeedbackService` consumes ``predictions`` and ``feedback`` with one
 :class:`~refluent.streams.kafka.ConsumerLoop`, decodes them with their contracts (a record that
 does not decode goes to ``<topic>.dlq`` with step ``decode``), merges them by event time
-(:class:`~refluent.feedback.join.EventTimeMerger`), joins labels to predictions
+(:class:`~refluent.feedback.merge.EventTimeMerger`), joins labels to predictions
 (:class:`~refluent.feedback.join.FeedbackJoin` over
-:class:`~refluent.feedback.join.RedisJoinStore`), teaches the online learners
+:class:`~refluent.feedback.state.redis.RedisJoinStore`), teaches the online learners
 (:class:`~refluent.online_learning.learner.LearnerPool`) and produces one
 :class:`~refluent.streams.contracts.LabeledExample` per joined label to ``examples``.
 Rejected labels go to ``feedback.dlq`` with step ``feedback_join`` and the reason.
@@ -17,9 +17,11 @@ producer; commit the join's Redis writes together with the progress (the next of
 input partition whose outputs are now delivered); then checkpoint the members that are due,
 append their rows to the lake table ``model_metrics``, and promote a winning challenger. The
 Redis write is sent right after the next batch's read and runs while that batch is processed
-(see :meth:`~refluent.feedback.join.RedisJoinStore.begin`); the next batch's outputs are
+(see :meth:`~refluent.feedback.state.redis.RedisJoinStore.begin`); the next batch's outputs are
 produced only once it is confirmed, and an idle poll, a checkpoint, a rebalance and the stop
-send and confirm it at once.
+send and confirm it at once. When one input partition lags, the merge buffers the others'
+events; once it holds ``feedback.merge_max_buffered`` of them, the partitions ahead are paused
+until the lagging one catches up (see :mod:`refluent.feedback.merge`).
 
 Delivery and restart. The service resumes from its own offsets, not from the group's: per
 partition the lowest offset of any learning member's latest checkpoint, else the progress
@@ -47,19 +49,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from refluent.config import Settings
-from refluent.feedback.base import Joined, JoinState, MemoryJoinState, Rejected, SourceRef
 from refluent.feedback.errors import JOIN_STEP, LabelRecordExpiredError
-from refluent.feedback.join import (
-    EventTimeMerger,
-    FeedbackJoin,
-    Kind,
-    RedisJoinBatch,
-    RedisJoinStore,
-    TimedEvent,
-)
+from refluent.feedback.join import FeedbackJoin, Joined, Rejected
+from refluent.feedback.merge import EventTimeMerger, Kind, TimedEvent
+from refluent.feedback.state.base import JoinState
+from refluent.feedback.state.memory import MemoryJoinState
+from refluent.feedback.state.redis import RedisJoinBatch, RedisJoinStore
 from refluent.observability import learning as m
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.errors import DecodeError
+from refluent.streams.origin import Origin
 from refluent.streams.serde import JsonSerde
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ class BatchResult:
     examples: list[LabeledExample] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     undecodable: list[TimedEvent] = field(default_factory=list)
-    orphans: list[SourceRef] = field(default_factory=list)
+    orphans: list[Origin] = field(default_factory=list)
     state: JoinState | None = None
     events: int = 0
 
@@ -115,6 +114,10 @@ class FeedbackStats:
     dead_lettered: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
     promotions: int = 0
+    pauses: int = 0
+    """Times partitions ahead of a lagging one were paused (the merge's buffer was full)."""
+    peak_buffered: int = 0
+    """Most events the merge held after a poll."""
     loop: LoopStats | None = None
 
     def count_dead(self, reason: str, n: int = 1) -> None:
@@ -161,13 +164,13 @@ class FeedbackProcessor:
         self._m_repeated = m.PREDICTIONS_SEEN.labels("repeated")
         self._m_joined: dict[str, Any] = {}
 
-    def visible(self, ref: SourceRef) -> bool:
+    def visible(self, ref: Origin) -> bool:
         """Whether the event at ``ref`` was processed in this run (below its partition's
         position); events of partitions this process does not read are."""
         position = self.positions.get((ref.topic, ref.partition))
         return position is None or ref.offset < position
 
-    def _fresh(self, trigger: SourceRef | None) -> bool:
+    def _fresh(self, trigger: Origin | None) -> bool:
         """Whether an output caused by ``trigger`` is still to be delivered (not a replay of
         one delivered before the restart)."""
         if trigger is None or not self.emitted:
@@ -367,6 +370,7 @@ class FeedbackService:
             feedback_topic: JsonSerde(Feedback, max_record_bytes=max_bytes)}
         self._examples = JsonSerde(LabeledExample)
         self._assigned: set[tuple[str, int]] = set()
+        self._paused: set[tuple[str, int]] = set()
         self.processor: FeedbackProcessor | None = None
         self.merger: EventTimeMerger | None = None
         self._loop: ConsumerLoop | None = None
@@ -436,7 +440,8 @@ class FeedbackService:
             self.processor = FeedbackProcessor(
                 join, pool, store, emitted=store.progress(self.group),
                 feedback_partitions=self._feedback_partitions, group=self.group)
-            self.merger = EventTimeMerger(self.kinds, idle_s=self.idle_s)
+            self.merger = EventTimeMerger(self.kinds, idle_s=self.idle_s,
+                                          max_buffered=settings.feedback.merge_max_buffered)
             producer = Producer(settings.kafka, self.bootstrap_servers, **{
                 "message.max.bytes": settings.kafka.dlq_max_record_bytes + 65536})
             self._producer = producer
@@ -513,6 +518,7 @@ class FeedbackService:
             self.processor.flush()  # the partitions' next owner reads what this one wrote
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._assigned -= set(keys)
+        self._paused -= set(keys)
         assert self.merger is not None  # noqa: S101 - set before the loop runs
         dropped = self.merger.revoke(keys)
         if dropped:
@@ -536,7 +542,7 @@ class FeedbackService:
         kinds, serdes = self.kinds, self._serdes
         for msg in batch:
             topic: str = msg.topic()  # type: ignore[assignment]  # set on consumed records
-            source = SourceRef(topic, msg.partition(), msg.offset())  # type: ignore[arg-type]
+            source = Origin(topic, msg.partition(), msg.offset())  # type: ignore[arg-type]
             kind = kinds[topic]
             raw = msg.value()
             try:
@@ -545,11 +551,16 @@ class FeedbackService:
                 merger.push_undecodable(kind, source, raw, msg.key(), exc)
                 continue
             merger.push(TimedEvent.of(kind, event, source, raw, msg.key()))  # type: ignore[arg-type]
+        stats = self.processor.stats if self.processor is not None else None
+        if stats is not None and len(merger) > stats.peak_buffered:
+            stats.peak_buffered = len(merger)
         self._drain(merger.release(self._drained()))
+        self._backpressure()
 
     def _on_idle(self) -> None:
         if self.merger is not None and len(self.merger):
             self._drain(self.merger.release(self._drained()))
+            self._backpressure()
         if self.processor is not None:
             self.processor.flush()  # no next batch to carry the last write
 
@@ -564,6 +575,32 @@ class FeedbackService:
         self.processor.flush()
         if self.checkpoint_on_stop:
             self._write_rows(self.processor.after_batch(force=True))
+
+    def _backpressure(self) -> None:
+        """Pause the partitions the merge names as ahead of a lagging one, resume the others
+        (see :mod:`refluent.feedback.merge`). A paused partition's fetched records are dropped
+        by the client and fetched again from its position on resume: nothing is lost or
+        reordered."""
+        merger, loop = self.merger, self._loop
+        if merger is None or loop is None:
+            return
+        want = merger.ahead() & self._assigned
+        pause, resume = want - self._paused, self._paused - want
+        if not pause and not resume:
+            return
+        from confluent_kafka import TopicPartition
+
+        consumer = loop._consumer  # the loop's client; ConsumerLoop has no pause of its own
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
+            log.debug("resumed %s: the merge's buffer is below its cap", sorted(resume))
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in sorted(pause)])
+            if self.processor is not None:
+                self.processor.stats.pauses += 1
+            log.info("paused %s: the merge holds %d event(s), its cap; the lagging "
+                     "partitions are read until they catch up", sorted(pause), len(merger))
+        self._paused = want
 
     def _drain(self, events: list[TimedEvent]) -> None:
         m.REORDER_BUFFERED.set(len(self.merger or ()))

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from refluent.feedback.base import Joined, PendingPrediction, SourceRef, from_us
+from refluent.feedback.join import Joined
+from refluent.feedback.state.base import PendingPrediction, from_us
 from refluent.models.errors import ModelError
 from refluent.observability import learning as m
 from refluent.online_learning.errors import CheckpointStateError, NoChampionError
@@ -48,6 +49,7 @@ from refluent.online_learning.metrics import (
     MetricsRow,
     ProgressiveMetrics,
 )
+from refluent.streams.origin import Origin
 
 if TYPE_CHECKING:
     from refluent.config import FeedbackSettings
@@ -131,7 +133,7 @@ class LearningMember:
         """True when it holds ``champion``."""
         return CHAMPION in self.roles
 
-    def accepts(self, source: SourceRef) -> bool:
+    def accepts(self, source: Origin) -> bool:
         """Whether the event at ``source`` is new to this member (not in its checkpoint)."""
         start = self.start
         return not start or source.offset >= start.get((source.topic, source.partition), 0)

@@ -32,8 +32,6 @@ Examples:
     >>> rows = reader.get_online_features("orders_1h", ["c1", "c2"], ["n", "sum"])  # doctest: +SKIP
     >>> rows[0].values, rows[0].age, rows[1].found  # doctest: +SKIP
     ({'n': 3, 'sum': 41.5}, datetime.timedelta(seconds=2, microseconds=250000), False)
-    >>> safe_url("redis://:s3cret@db:6379/0")
-    'redis://:***@db:6379/0'
 """
 
 from __future__ import annotations
@@ -42,11 +40,11 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from pydantic import SecretStr
 
+from refluent.config import safe_url
 from refluent.errors import require
 from refluent.observability.metrics import (
     FEATURE_FRESHNESS,
@@ -117,21 +115,6 @@ if ttl > 0 then
 end
 return 1
 """
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for messages.
-
-    Examples:
-        >>> safe_url("redis://:s3cret@db:6379/0")
-        'redis://:***@db:6379/0'
-    """
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    return url
 
 
 def connect(

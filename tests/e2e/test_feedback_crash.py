@@ -6,7 +6,13 @@ topics of its own. The stream is River's ``simulate_qa`` over ``N`` Phishing row
 label ``DELAY`` questions after its prediction, all produced up front. Checkpoints come every
 ``CHECKPOINT_EVERY`` examples, so a run is a string of lake commits with batches in between.
 Before each of ``KILLS`` kills the service is seen saving a new checkpoint; it is then killed
-after a seeded random pause and started again at once. A last run goes until it has caught up.
+after a seeded random pause and started again at once. Each kill is shown to land with work
+pending: right before it and right after it, the input holds records past the offsets of the
+latest checkpoint, which is where the restarted service resumes, so the kill stopped a service
+that had records to do and the restart has them to do again (each kill's numbers are recorded
+as the test's ``kills`` property). The group's committed offsets are recorded too but prove
+nothing: the service commits what it has read, merge buffer included, and they reach the end
+of the input while checkpoints are still behind.
 
 At the end the champion's latest checkpoint has learned every example once, its progressive
 accuracy equals ``river.evaluate.progressive_val_score`` on the same stream and delay, exactly,
@@ -23,7 +29,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +44,7 @@ from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
 from refluent.streams.contracts import LabeledExample
-from refluent.streams.kafka import Producer
+from refluent.streams.kafka import Producer, committed_or_start
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all, topic_ends
 from refluent.testing.qa import logreg, qa_records
@@ -107,6 +113,33 @@ def run(services: RunningServices, tmp_path: Path) -> Iterator[Run]:
     r.registry.close()
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Where the work stood at one moment: records of both input topics the input holds, the
+    latest checkpoint's offsets cover (where a restart resumes) and the group committed."""
+
+    total: int
+    checkpointed: int
+    committed: int
+
+    @property
+    def to_do(self) -> int:
+        """Records a service started now reads and processes."""
+        return self.total - self.checkpointed
+
+
+def pending(run: Run) -> Pending:
+    """The input's records, against the latest checkpoint's offsets and the group's."""
+    ends = {(topic, p): end for topic in run.topics[:2]
+            for p, end in topic_ends(run.settings, topic).items()}
+    cp = run.registry.latest_checkpoint(run.model, 1)
+    offsets = cp.offsets if cp is not None else {}
+    checkpointed = sum(offsets.get(t, {}).get(p, 0) for t, p in ends)
+    committed = committed_or_start(run.settings.kafka, run.services.bootstrap_servers,
+                                   f"feedback-{run.tag}", list(ends))
+    return Pending(sum(ends.values()), checkpointed, sum(committed.values()))
+
+
 def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
     """Wait until the service saves a checkpoint past ``after`` examples (or has learned
     everything: a fast machine may finish before the last kill); its examples."""
@@ -121,7 +154,8 @@ def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
                          f"{cmd.output(3000)}")
 
 
-def test_feedback__kill_9_while_learning_learns_every_example_once(run: Run) -> None:
+def test_feedback__kill_9_while_learning_learns_every_example_once(
+        run: Run, record_property: Callable[[str, object], None]) -> None:
     data = list(itertools.islice(itertools.cycle(datasets.Phishing()), N))
     predictions, feedback, examples = run.topics
     records = qa_records(data, DELAY, model=run.model, t0=T0, predictions=predictions,
@@ -134,11 +168,14 @@ def test_feedback__kill_9_while_learning_learns_every_example_once(run: Run) -> 
     rng = random.Random(SEED)
     cmd = run.command().start(fresh_log=True)
     learned = 0
+    kills: list[tuple[Pending, Pending]] = []
     try:
         for _ in range(KILLS):
             learned = wait_for_checkpoint(run, cmd, learned)
             time.sleep(rng.uniform(0.0, 0.6))
+            before = pending(run)
             cmd.kill9()
+            kills.append((before, pending(run)))
             cmd.start()
         cmd.stop()
         last = run.command("--until-caught-up").start()
@@ -147,6 +184,9 @@ def test_feedback__kill_9_while_learning_learns_every_example_once(run: Run) -> 
     finally:
         cmd.stop()
     assert cmd.kills == KILLS
+    record_property("kills", [(vars(b), vars(a)) for b, a in kills])
+    for before, after in kills:  # each kill stopped a service with records still to do
+        assert before.to_do > 0 and after.to_do > 0, kills
 
     cp = run.registry.latest_checkpoint(run.model, 1)
     assert cp is not None

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis as redis_lib
 from river import datasets, evaluate, metrics
 
 from refluent.config import Settings
@@ -25,7 +26,7 @@ from refluent.sinks.iceberg import load_table, open_catalog
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer
-from refluent.testing.kafka import read_all
+from refluent.testing.kafka import read_all, topic_ends
 from refluent.testing.qa import logreg
 from refluent.testing.qa import qa_records as shared_qa_records
 from refluent.testing.services import RunningServices
@@ -225,3 +226,38 @@ def test_service__bad_input_is_dead_lettered_with_its_reason(env: Env) -> None:
     assert stats.joined == 4
     assert stats.dead_lettered == {"duplicate_label": 1, "json": 1, "label_type": 1,
                                    "too_late": 1, "unknown_prediction": 1, "validation": 1}
+
+
+def test_service__a_lagging_partition_pauses_the_others_at_the_merge_cap(env: Env) -> None:
+    # Only predictions: the empty feedback partitions hold the merge back until they have
+    # been quiet for idle_s, so without a cap every prediction would pile up in the buffer.
+    # With a cap of 20 the prediction partitions are paused at 20 (plus at most one poll of
+    # 10) and resumed once the feedback partitions stop holding back; every prediction is
+    # processed once.
+    data = list(itertools.islice(datasets.Phishing(), N))
+    model = f"phish-{env.suffix}"
+    env.registry.register(model, RiverModel(logreg()), alias="champion")
+    env.produce([r for r in qa_records(env, data, model) if r[0] == env.predictions])
+    settings = env.settings.model_copy(update={"feedback": env.settings.feedback.model_copy(
+        update={"merge_max_buffered": 20})})
+    service = FeedbackService(
+        settings, env.bootstrap, env.services.redis_url, registry=env.registry,
+        predictions_topic=env.predictions, feedback_topic=env.feedback,
+        examples_topic=env.examples, group=f"fb-{env.suffix}", models=[model], idle_s=2.0,
+        batch_size=10, metrics_table=None)
+
+    stats = service.run(until_caught_up=True)
+
+    assert stats.pauses >= 1
+    # after a poll every partition with events buffered is paused: only those with nothing
+    # buffered yet may bring a poll's worth more
+    partitions = len(topic_ends(env.settings, env.predictions))
+    assert stats.peak_buffered <= 20 + 10 * partitions < N
+    # a rebalance (session timeout on a loaded machine) reads the revoked buffer again
+    assert stats.predictions >= N and (stats.labels, stats.dead_lettered) == (0, {})
+    store = redis_lib.Redis.from_url(env.services.redis_url)
+    try:  # every prediction reached the join's state: none was dropped by a pause
+        assert store.exists(*(f"t{env.suffix}:fb:p:p{i}" for i in range(N))) == N
+    finally:
+        store.close()
+

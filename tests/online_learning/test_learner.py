@@ -28,9 +28,10 @@ from river import (
 )
 
 from refluent.config import FeedbackSettings
-from refluent.feedback.base import MemoryJoinState, SourceRef
-from refluent.feedback.join import EventTimeMerger, FeedbackJoin, TimedEvent
+from refluent.feedback.join import FeedbackJoin
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
+from refluent.feedback.state.memory import MemoryJoinState
 from refluent.models.base import Scored, ServableModel
 from refluent.models.kinds import load_model
 from refluent.models.river import RiverModel
@@ -43,6 +44,7 @@ from refluent.online_learning.learner import (
 )
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.streams.contracts import Prediction
+from refluent.streams.origin import Origin
 from refluent.testing.qa import logreg, qa_events
 
 pytestmark = pytest.mark.unit
@@ -179,7 +181,7 @@ def qa_stream(data: list[tuple[dict[str, Any], Any]], delay: int, model: str = "
             topic, kind, part = P, "prediction", i % partitions
         else:
             topic, kind, part = F, "feedback", (i * 5 + 1) % partitions
-        ref = SourceRef(topic, part, offsets[(topic, part)])
+        ref = Origin(topic, part, offsets[(topic, part)])
         offsets[(topic, part)] += 1
         events.append(TimedEvent.of(kind, ev, ref, ev.model_dump_json().encode()))  # type: ignore[arg-type]
     return events
@@ -416,7 +418,7 @@ def test_pool__starts_each_partition_at_the_lowest_member_checkpoint() -> None:
     assert pool.start_offsets() == {(P, 0): 7, (P, 1): 4, (F, 0): 2}
     member = pool.get("a").champion  # type: ignore[union-attr]
     assert member is not None and member.examples == 3
-    assert not member.accepts(SourceRef(P, 0, 9)) and member.accepts(SourceRef(P, 0, 10))
+    assert not member.accepts(Origin(P, 0, 9)) and member.accepts(Origin(P, 0, 10))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import redis
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from refluent.config import Settings
+from refluent.config import Settings, safe_url
 from refluent.embedded import services as emb
 from refluent.online_store.base import (
     OnlineFeatures,
@@ -24,7 +24,7 @@ from refluent.online_store.base import (
     view_key_prefix,
 )
 from refluent.online_store.errors import OnlineStoreError, ReservedFeatureNameError
-from refluent.online_store.redis import RedisOnlineReader, RedisOnlineWriter, safe_url
+from refluent.online_store.redis import RedisOnlineReader, RedisOnlineWriter
 from refluent.streams.contracts import FeatureUpdate, FeatureValue
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
