@@ -588,14 +588,11 @@ class FeedbackService:
         pause, resume = want - self._paused, self._paused - want
         if not pause and not resume:
             return
-        from confluent_kafka import TopicPartition
-
-        consumer = loop._consumer  # the loop's client; ConsumerLoop has no pause of its own
         if resume:
-            consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
+            loop.resume(resume)
             log.debug("resumed %s: the merge's buffer is below its cap", sorted(resume))
         if pause:
-            consumer.pause([TopicPartition(t, p) for t, p in sorted(pause)])
+            loop.pause(pause)
             if self.processor is not None:
                 self.processor.stats.pauses += 1
             log.info("paused %s: the merge holds %d event(s), its cap; the lagging "

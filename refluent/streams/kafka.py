@@ -323,6 +323,21 @@ class ConsumerLoop:
             self._processed = {}  # not durable: the next owner replays it
         self._assigned = []
 
+    # -- flow control ----------------------------------------------------------------------
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Stop fetching ``partitions`` until :meth:`resume` (back-pressure). Records already
+        fetched for them are dropped by the client and fetched again from the position on
+        resume, so nothing is lost or reordered. A rebalance resumes every partition."""
+        tps = [_ck().TopicPartition(t, p) for t, p in sorted(partitions)]
+        if tps:
+            self._consumer.pause(tps)
+
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Fetch ``partitions`` again after :meth:`pause`."""
+        tps = [_ck().TopicPartition(t, p) for t, p in sorted(partitions)]
+        if tps:
+            self._consumer.resume(tps)
+
     # -- offsets ---------------------------------------------------------------------------
     def _maybe_commit(self) -> None:
         """Commit asynchronously when ``commit_interval_s`` has passed and the handler's

@@ -3,6 +3,7 @@ names as ahead of a lagging one and resumes them once it has caught up, losing n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,21 +46,17 @@ class Message:
 
 
 @dataclass
-class Consumer:
+class Loop:
+    """A consumer loop that has fetched nothing to the end of any partition and records
+    what it was asked to pause and resume."""
+
     calls: list[tuple[str, list[tuple[str, int]]]] = field(default_factory=list)
 
-    def pause(self, partitions: list[Any]) -> None:
-        self.calls.append(("pause", [(tp.topic, tp.partition) for tp in partitions]))
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.calls.append(("pause", sorted(partitions)))
 
-    def resume(self, partitions: list[Any]) -> None:
-        self.calls.append(("resume", [(tp.topic, tp.partition) for tp in partitions]))
-
-
-class Loop:
-    """A consumer loop that has fetched nothing to the end of any partition."""
-
-    def __init__(self) -> None:
-        self._consumer = Consumer()
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.calls.append(("resume", sorted(partitions)))
 
     def lag(self) -> list[Any]:
         return []
@@ -96,14 +93,14 @@ def test_service__pauses_the_partitions_ahead_at_the_cap_and_resumes_them_after_
     stats = service.processor.stats
 
     service._handle([msg(P, 0, 0, prediction("a", 10)), msg(P, 1, 0, prediction("b", 11))])
-    assert loop._consumer.calls == []  # 2 buffered: below the cap
+    assert loop.calls == []  # 2 buffered: below the cap
     service._handle([msg(P, 0, 1, prediction("c", 12))])
-    assert loop._consumer.calls == [("pause", [(P, 0), (P, 1)])]
+    assert loop.calls == [("pause", [(P, 0), (P, 1)])]
     service._handle([msg(F, 0, 0, label(5, pid="x"))])  # released; the others still wait
-    assert loop._consumer.calls == [("pause", [(P, 0), (P, 1)])]
+    assert loop.calls == [("pause", [(P, 0), (P, 1)])]
     assert (stats.labels, stats.predictions) == (1, 0)
     service._handle([msg(F, 0, 1, label(20, pid="a"))])  # caught up
-    assert loop._consumer.calls == [("pause", [(P, 0), (P, 1)]), ("resume", [(P, 0), (P, 1)])]
+    assert loop.calls == [("pause", [(P, 0), (P, 1)]), ("resume", [(P, 0), (P, 1)])]
     # a and b released; c (12 s) waits for (P, 1), which may still deliver an event before it
     assert (stats.labels, stats.predictions, stats.pauses, stats.peak_buffered) == (1, 2, 1, 4)
     assert len(service.merger) == 2

@@ -106,6 +106,38 @@ def test_stop_signal__finishes_batch_commits_and_closes(settings: Settings) -> N
     assert sum(r["lag"] or 0 for r in rows) == 100 - handled
 
 
+def test_pause__holds_a_partition_back_until_resumed_and_loses_nothing(
+        settings: Settings) -> None:
+    spec = unique_topic(settings, "logs.app", partitions=2)
+    _fill(settings, spec.name, 200)
+    ends = {r["partition"]: r["high"] for r in partition_offsets(
+        settings.kafka, settings.kafka.bootstrap_servers or "", spec.name)}
+    assert ends[0] and ends[1], "both partitions hold records"
+    loop = ConsumerLoop(settings.kafka, settings.kafka.bootstrap_servers or "",
+                        f"g-pause-{spec.name}", [spec.name], batch_size=5)
+    seen: list[tuple[int, int]] = []
+    paused_at: list[int] = []  # len(seen) when partition 0 was paused
+    resumed: list[bool] = []
+
+    def handler(batch: list) -> None:  # type: ignore[type-arg]
+        seen.extend((m.partition(), m.offset()) for m in batch)
+        if not paused_at:
+            loop.pause([(spec.name, 0)])
+            paused_at.append(len(seen))
+        elif not resumed and (1, ends[1] - 1) in seen:
+            assert all(p == 1 for p, _ in seen[paused_at[0]:]), "a paused partition delivered"
+            loop.resume([(spec.name, 0)])
+            resumed.append(True)
+
+    with _stop_after(60) as stop:
+        loop.run(handler, stop=stop, until_caught_up=True)
+    assert not stop.is_set(), "the loop did not finish on its own"
+    assert resumed, "partition 1 was never read to its end while 0 was paused"
+    for partition in (0, 1):
+        offsets = [o for p, o in seen if p == partition]
+        assert offsets == list(range(ends[partition])), "lost, repeated or reordered"
+
+
 def test_lag__reports_records_behind_each_partition(settings: Settings) -> None:
     spec = unique_topic(settings, "logs.app", partitions=1)
     _fill(settings, spec.name, 40)
