@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from refluent.streams.topics import EXAMPLES, FEEDBACK, PREDICTIONS
+
 
 def feedback(
     models: Annotated[list[str] | None, typer.Option(
@@ -28,11 +30,11 @@ def feedback(
     metrics_port: Annotated[int, typer.Option(
         help="Serve Prometheus metrics on this port (0: off).")] = 0,
     predictions_topic: Annotated[str, typer.Option(
-        help="Topic of the predictions to join.")] = "predictions",
+        help="Topic of the predictions to join.")] = PREDICTIONS,
     feedback_topic: Annotated[str, typer.Option(
-        help="Topic of the labels.")] = "feedback",
+        help="Topic of the labels.")] = FEEDBACK,
     examples_topic: Annotated[str, typer.Option(
-        help="Topic the labelled examples go to.")] = "examples",
+        help="Topic the labelled examples go to.")] = EXAMPLES,
 ) -> None:
     """Join feedback to predictions, publish the examples and teach the online learners.
 

@@ -60,6 +60,7 @@ from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.errors import DecodeError
 from refluent.streams.origin import Origin
 from refluent.streams.serde import JsonSerde
+from refluent.streams.topics import EXAMPLES, FEEDBACK, PREDICTIONS
 
 if TYPE_CHECKING:
     from confluent_kafka import Message, TopicPartition
@@ -342,8 +343,8 @@ class FeedbackService:
 
     def __init__(self, settings: Settings, bootstrap_servers: str, redis_url: str, *,
                  registry: ModelRegistry | None = None, models: Sequence[str] | None = None,
-                 predictions_topic: str = "predictions", feedback_topic: str = "feedback",
-                 examples_topic: str = "examples", group: str | None = None,
+                 predictions_topic: str = PREDICTIONS, feedback_topic: str = FEEDBACK,
+                 examples_topic: str = EXAMPLES, group: str | None = None,
                  idle_s: float = 1.0, batch_size: int = 500, from_beginning: bool = True,
                  checkpoint_on_stop: bool = True, metrics_table: str | None = METRICS_TABLE,
                  auto_promote: bool = True) -> None:
@@ -394,9 +395,9 @@ class FeedbackService:
 
         catalog = TopicCatalog.from_settings(self.settings.topics)
         specs = []
-        for base, name in (("predictions", self.predictions_topic),
-                           ("feedback", self.feedback_topic),
-                           ("examples", self.examples_topic)):
+        for base, name in ((PREDICTIONS, self.predictions_topic),
+                           (FEEDBACK, self.feedback_topic),
+                           (EXAMPLES, self.examples_topic)):
             spec = replace(catalog.get(base), name=name)
             specs += [spec, spec.dlq()]
         TopicAdmin(self.settings.kafka, self.bootstrap_servers).ensure(specs)

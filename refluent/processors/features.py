@@ -46,6 +46,7 @@ from pydantic import BaseModel
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.errors import ViewSpecError
 from refluent.streams.contracts import CdcEnvelope, LogEvent
+from refluent.streams.topics import features_topic
 
 Row = dict[str, Any]
 RowTransform = Callable[[Row], Row | None]
@@ -117,7 +118,7 @@ class FeatureView:
     @property
     def topic(self) -> str:
         """Where the view's updates are published."""
-        return f"features.{self.name}"
+        return features_topic(self.name)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class EntityStateView:
     @property
     def topic(self) -> str:
         """Where the view's updates are published."""
-        return f"features.{self.name}"
+        return features_topic(self.name)
 
     def project(self, row: Row) -> Row:
         """The features served for ``row``: ``columns``, else every non-key column."""

@@ -13,13 +13,13 @@ from refluent.observability import serving as m
 from refluent.streams.contracts import Prediction
 from refluent.streams.kafka import Producer
 from refluent.streams.serde import JsonSerde
+from refluent.streams.topics import PREDICTIONS
 
 if TYPE_CHECKING:
     from refluent.config import Settings
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_TOPIC = "predictions"
 """The topic predictions go to (the catalog's name)."""
 
 
@@ -38,7 +38,7 @@ class PredictionPublisher:
     """
 
     def __init__(self, settings: Settings, bootstrap_servers: str,
-                 topic: str = PREDICTIONS_TOPIC) -> None:
+                 topic: str = PREDICTIONS) -> None:
         self.topic = topic
         self.failures = 0
         self.published = 0

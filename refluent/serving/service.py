@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from refluent.observability import serving as m
 from refluent.observability.stats import quantile
-from refluent.serving.publisher import PREDICTIONS_TOPIC
 from refluent.serving.scorer import Scorer, ScoreRequest
 from refluent.streams.contracts import Prediction, PredictionRequest
 from refluent.streams.deadletter import DeadLetterRouter
 from refluent.streams.errors import DecodeError
 from refluent.streams.kafka import ConsumerLoop, LoopStats, Producer, StopSignal
 from refluent.streams.serde import JsonSerde
+from refluent.streams.topics import INFERENCE_REQUESTS, PREDICTIONS
 
 if TYPE_CHECKING:
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
     from refluent.config import Settings
 
-REQUESTS_TOPIC = "inference.requests"
 MAX_UNACKED_S = 1.0
 """Longest the Kafka service scores on while answers are still unacknowledged; then it waits
 for them, so a steady stream still commits (and replays at most this much after a crash)."""
@@ -138,8 +137,8 @@ class KafkaPredictionService:
         bootstrap_servers: str,
         scorer: Scorer,
         *,
-        requests_topic: str = REQUESTS_TOPIC,
-        predictions_topic: str = PREDICTIONS_TOPIC,
+        requests_topic: str = INFERENCE_REQUESTS,
+        predictions_topic: str = PREDICTIONS,
         group_id: str | None = None,
         **consumer_overrides: Any,
     ) -> None:
@@ -168,8 +167,8 @@ class KafkaPredictionService:
 
         catalog = TopicCatalog.from_settings(self.settings.topics)
         specs = []
-        for name, base in ((self.requests_topic, REQUESTS_TOPIC),
-                           (self.predictions_topic, PREDICTIONS_TOPIC)):
+        for name, base in ((self.requests_topic, INFERENCE_REQUESTS),
+                           (self.predictions_topic, PREDICTIONS)):
             spec = replace(catalog.get(base), name=name)
             specs += [spec, spec.dlq()]
         TopicAdmin(self.settings.kafka, self.bootstrap_servers).ensure(specs)

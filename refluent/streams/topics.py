@@ -33,6 +33,25 @@ DLQ_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 
+# The loop's own topics: code names them through these, never as string literals.
+INFERENCE_REQUESTS = "inference.requests"
+PREDICTIONS = "predictions"
+FEEDBACK = "feedback"
+EXAMPLES = "examples"
+ALERTS = "alerts"
+RETRAIN_REQUESTS = "retrain.requests"
+FEATURES_PREFIX = "features."
+
+
+def features_topic(view: str) -> str:
+    """The topic a feature view publishes its updates to.
+
+    Examples:
+        >>> features_topic("customer_orders")
+        'features.customer_orders'
+    """
+    return FEATURES_PREFIX + view
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -128,23 +147,23 @@ class TopicCatalog:
         )
         features = replace(
             base,
-            name="features.*",
+            name=FEATURES_PREFIX + "*",
             contract=c.FeatureUpdate,
             key="entity id",
             doc="updates of one feature view (a changelog: the latest per entity matters)",
         )
         fixed = [
-            replace(base, name="inference.requests", contract=c.PredictionRequest,
+            replace(base, name=INFERENCE_REQUESTS, contract=c.PredictionRequest,
                     key="entity id", doc="prediction requests"),
-            replace(base, name="predictions", contract=c.Prediction, key="entity id",
+            replace(base, name=PREDICTIONS, contract=c.Prediction, key="entity id",
                     doc="predictions with the features as served"),
-            replace(base, name="feedback", contract=c.Feedback,
+            replace(base, name=FEEDBACK, contract=c.Feedback,
                     key="prediction id (else entity id)", doc="labels that arrive later"),
-            replace(base, name="examples", contract=c.LabeledExample, key="entity id",
+            replace(base, name=EXAMPLES, contract=c.LabeledExample, key="entity id",
                     doc="predictions joined to their labels"),
-            replace(base, name="alerts", contract=c.DriftAlert, key="model name",
+            replace(base, name=ALERTS, contract=c.DriftAlert, key="model name",
                     doc="drift and quality alerts"),
-            replace(base, name="retrain.requests", contract=c.RetrainRequest,
+            replace(base, name=RETRAIN_REQUESTS, contract=c.RetrainRequest,
                     key="model name", partitions=1, doc="retraining requests"),
         ]
         specs = fixed
