@@ -5,14 +5,12 @@ crashed.
 topics of its own. The stream is River's ``simulate_qa`` over ``N`` Phishing rows (cycled), each
 label ``DELAY`` questions after its prediction, all produced up front. Checkpoints come every
 ``CHECKPOINT_EVERY`` examples, so a run is a string of lake commits with batches in between.
-Before each of ``KILLS`` kills the service is seen saving a new checkpoint; it is then killed
-after a seeded random pause and started again at once. Each kill is shown to land with work
-pending: right before it and right after it, the input holds records past the offsets of the
-latest checkpoint, which is where the restarted service resumes, so the kill stopped a service
-that had records to do and the restart has them to do again (each kill's numbers are recorded
-as the test's ``kills`` property). The group's committed offsets are recorded too but prove
-nothing: the service commits what it has read, merge buffer included, and they reach the end
-of the input while checkpoints are still behind.
+Before each of ``KILLS`` kills the service (started afresh each time) is seen producing
+examples; it is then killed after a seeded random pause and started again at once. Each kill
+is shown to land with work pending: the examples it had produced when it died cover fewer than
+``N`` predictions (so it had records left to process), and the input holds records past the
+offsets of the latest checkpoint, which is where the restarted service resumes (so the restart
+has them to do again). Each kill's numbers are recorded as the test's ``kills`` property.
 
 At the end the champion's latest checkpoint has learned every example once, its progressive
 accuracy equals ``river.evaluate.progressive_val_score`` on the same stream and delay, exactly,
@@ -44,7 +42,7 @@ from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
 from refluent.streams.contracts import LabeledExample
-from refluent.streams.kafka import Producer, committed_or_start
+from refluent.streams.kafka import Producer
 from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all, topic_ends
 from refluent.testing.qa import logreg, qa_records
@@ -93,9 +91,6 @@ class Run:
     def model(self) -> str:
         return f"crash-{self.tag}"
 
-    def learned(self) -> int:
-        cp = self.registry.latest_checkpoint(self.model, 1)
-        return cp.examples if cp is not None else 0
 
 
 @pytest.fixture()
@@ -114,44 +109,44 @@ def run(services: RunningServices, tmp_path: Path) -> Iterator[Run]:
 
 
 @dataclass(frozen=True)
-class Pending:
-    """Where the work stood at one moment: records of both input topics the input holds, the
-    latest checkpoint's offsets cover (where a restart resumes) and the group committed."""
+class Kill:
+    """Where the work stood right after one kill."""
 
-    total: int
-    checkpointed: int
-    committed: int
-
-    @property
-    def to_do(self) -> int:
-        """Records a service started now reads and processes."""
-        return self.total - self.checkpointed
+    examples: int
+    """Example records the killed service had produced (replays included)."""
+    predictions_done: int
+    """Distinct predictions those examples cover (``N``: it had finished)."""
+    to_do: int
+    """Input records past the latest checkpoint's offsets: what a restart processes again."""
 
 
-def pending(run: Run) -> Pending:
-    """The input's records, against the latest checkpoint's offsets and the group's."""
+def examples_end(run: Run) -> int:
+    return sum(topic_ends(run.settings, run.topics[2]).values())
+
+
+def after_kill(run: Run) -> Kill:
+    """What the killed service had done, and what its restart has to do."""
+    end = examples_end(run)
+    done = {LabeledExample.model_validate_json(r.value or b"{}").prediction_id
+            for r in read_all(run.settings, run.topics[2], end, timeout=10)}
     ends = {(topic, p): end for topic in run.topics[:2]
             for p, end in topic_ends(run.settings, topic).items()}
     cp = run.registry.latest_checkpoint(run.model, 1)
     offsets = cp.offsets if cp is not None else {}
     checkpointed = sum(offsets.get(t, {}).get(p, 0) for t, p in ends)
-    committed = committed_or_start(run.settings.kafka, run.services.bootstrap_servers,
-                                   f"feedback-{run.tag}", list(ends))
-    return Pending(sum(ends.values()), checkpointed, sum(committed.values()))
+    return Kill(end, len(done), sum(ends.values()) - checkpointed)
 
 
-def wait_for_checkpoint(run: Run, cmd: RefluentCommand, after: int) -> int:
-    """Wait until the service saves a checkpoint past ``after`` examples (or has learned
-    everything: a fast machine may finish before the last kill); its examples."""
+def wait_for_progress(run: Run, cmd: RefluentCommand, since: int) -> None:
+    """Wait until the service has produced an example past the ``since`` there were when it
+    started (start-up and group join take seconds; a busy service a few milliseconds)."""
     deadline = time.monotonic() + PROGRESS_S
     while time.monotonic() < deadline:
         cmd.check_alive()
-        learned = run.learned()
-        if learned > after or learned >= N:
-            return learned
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint past {after} examples in {PROGRESS_S:.0f}s:\n"
-                         f"{cmd.output(3000)}")
+        if examples_end(run) > since:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no example past {since} in {PROGRESS_S:.0f}s:\n{cmd.output(3000)}")
 
 
 def test_feedback__kill_9_while_learning_learns_every_example_once(
@@ -166,20 +161,17 @@ def test_feedback__kill_9_while_learning_learns_every_example_once(
             producer.produce(topic, value, key)
 
     rng = random.Random(SEED)
+    since = examples_end(run)
     cmd = run.command().start(fresh_log=True)
-    learned = 0
-    kills: list[tuple[Pending, Pending]] = []
+    kills: list[Kill] = []
     try:
         for _ in range(KILLS):
-            wait_for_checkpoint(run, cmd, learned)
-            time.sleep(rng.uniform(0.0, 0.15))
-            before = pending(run)
+            wait_for_progress(run, cmd, since)
+            time.sleep(rng.uniform(0.0, 0.1))
             cmd.kill9()
-            kills.append((before, pending(run)))
+            kills.append(after_kill(run))
+            since = kills[-1].examples
             cmd.start()
-            # The next kill waits for a checkpoint of the restarted service, not one the
-            # killed service saved between the wait and the kill.
-            learned = run.learned()
         cmd.stop()
         last = run.command("--until-caught-up").start()
         code = last.wait(FINAL_S)
@@ -187,9 +179,9 @@ def test_feedback__kill_9_while_learning_learns_every_example_once(
     finally:
         cmd.stop()
     assert cmd.kills == KILLS
-    record_property("kills", [(vars(b), vars(a)) for b, a in kills])
-    for before, after in kills:  # each kill stopped a service with records still to do
-        assert before.to_do > 0 and after.to_do > 0, kills
+    record_property("kills", [vars(k) for k in kills])
+    for kill in kills:  # each kill stopped a service with records still to do
+        assert kill.predictions_done < N and kill.to_do > 0, kills
 
     cp = run.registry.latest_checkpoint(run.model, 1)
     assert cp is not None
