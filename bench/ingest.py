@@ -56,6 +56,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand, cpu_seconds
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
 from refluent.online_store.redis import RedisOnlineReader
@@ -74,7 +75,6 @@ from refluent.streams.kafka import (
     fetched_high_watermarks,
 )
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand, cpu_seconds
 from refluent.testing.kafka import topic_ends
 from refluent.testing.services import RunningServices, running_services
 

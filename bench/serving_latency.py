@@ -56,11 +56,11 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from refluent.config import Settings
+from refluent.embedded.commands import cpu_seconds
 from refluent.observability.stats import quantile
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import FeatureView
 from refluent.processors.windows import Tumbling
-from refluent.testing.commands import cpu_seconds
 
 ENTITIES = 1000
 MAX_P99_MS = 500.0

@@ -414,9 +414,10 @@ def tail(
 def demo(
     keep: Annotated[bool, typer.Option(help="Leave the services running afterwards.")] = False,
 ) -> None:
-    """The end-to-end demo on the embedded services: start them, produce a sample Debezium
-    file (with a few bad lines), read the changes and the dead letters back, and stop."""
-    from refluent.cli.demo import run_demo
+    """The whole loop on the embedded services: sample changes and logs to features, the lake
+    and the online store; a River model served over Kafka and HTTP; delayed labels joined and
+    learned; then everything stopped."""
+    from refluent.demo.run import run_demo
 
     run_demo(settings(), console, keep=keep)
 

@@ -64,3 +64,12 @@ class ServiceDeadError(ServiceError):
             f"the embedded {service} (pid {pid}) recorded in {state_dir} is not running "
             "(fix: `refluent down && refluent up`)"
         )
+
+
+class CommandError(RefluentError):
+    """A ``refluent`` child process exited on its own, or did not end in time."""
+
+    def __init__(self, name: str, detail: str, output: str) -> None:
+        self.name = name
+        self.output = output
+        super().__init__(f"refluent {name} {detail}:\n{output}")

@@ -72,3 +72,14 @@ class TopicAdminError(StreamError):
     def __init__(self, topic: str, detail: str) -> None:
         self.topic = topic
         super().__init__(f"topic {topic}: {detail}")
+
+
+class NotCaughtUpError(StreamError):
+    """A consumer group did not commit the end of its topics in time."""
+
+    def __init__(self, what: str, group: str, topics: list[str], lag: int,
+                 timeout_s: float) -> None:
+        self.group = group
+        self.lag = lag
+        super().__init__(f"{what} did not catch up within {timeout_s:.0f}s: group {group} has "
+                         f"{lag} record(s) of {', '.join(topics)} uncommitted")

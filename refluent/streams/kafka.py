@@ -24,6 +24,7 @@ from refluent.observability import metrics
 from refluent.streams.errors import (
     BrokerUnavailableError,
     DeliveryError,
+    NotCaughtUpError,
     StreamError,
     TopicAdminError,
 )
@@ -817,3 +818,38 @@ def group_lag(settings: KafkaSettings, bootstrap_servers: str, topics: Iterable[
     """
     return sum(int(row["lag"] or 0) for topic in sorted(set(topics))
                for row in partition_offsets(settings, bootstrap_servers, topic, group_id))
+
+
+def wait_until_committed(settings: KafkaSettings, bootstrap: str, topics: Iterable[str],
+                         group: str, *,
+                         timeout_s: float, what: str,
+                         check: Callable[[], None] | None = None,
+                         poll_s: float = 0.5) -> None:
+    """Return once ``group`` has committed the end of every partition of ``topics`` (a
+    service that commits only what it finished has then finished everything produced so far).
+
+    Args:
+        settings: Kafka client settings.
+        bootstrap: The brokers.
+        topics: The group's input topics.
+        group: The consumer group.
+        timeout_s: Longest wait.
+        what: Who is waited for, for the error (``"the engine"``).
+        check: Called before each poll; raises when the service died (see
+            :meth:`~refluent.embedded.commands.RefluentCommand.check_alive`).
+        poll_s: Time between polls.
+
+    Raises:
+        NotCaughtUpError: records were still uncommitted after ``timeout_s``.
+    """
+    wanted = sorted(set(topics))
+    deadline = time.monotonic() + timeout_s
+    lag = -1
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        lag = group_lag(settings, bootstrap, wanted, group)
+        if lag == 0:
+            return
+        time.sleep(poll_s)
+    raise NotCaughtUpError(what, group, wanted, lag, timeout_s)

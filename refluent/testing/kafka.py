@@ -1,23 +1,16 @@
 """Test helpers on top of the Kafka layer: unique topics, reading a topic to the end, ends of
-topics, waiting for a consumer group to catch up."""
+topics."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 from refluent.config import Settings
-from refluent.errors import RefluentError
 from refluent.streams.io import TailRecord, tail
-from refluent.streams.kafka import TopicAdmin, group_lag, partition_offsets
+from refluent.streams.kafka import TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog, TopicSpec
-
-
-class NotCaughtUpError(RefluentError):
-    """A consumer group did not commit the end of its topics in time."""
 
 
 def unique_topic(settings: Settings, base: str, partitions: int = 3) -> TopicSpec:
@@ -48,39 +41,3 @@ def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
     every broker, but a fetch per partition: for checks, not for tight polling)."""
     rows = partition_offsets(settings.kafka, settings.kafka.bootstrap_servers or "", topic)
     return {int(r["partition"] or 0): int(r["high"] or 0) for r in rows}
-
-
-def wait_until_committed(settings: Settings, bootstrap: str, topics: Iterable[str],
-                         group: str, *,
-                         timeout_s: float, what: str,
-                         check: Callable[[], None] | None = None,
-                         poll_s: float = 0.5) -> None:
-    """Return once ``group`` has committed the end of every partition of ``topics`` (a
-    service that commits only what it finished has then finished everything produced so far).
-
-    Args:
-        settings: Settings (the Kafka client's).
-        bootstrap: The brokers.
-        topics: The group's input topics.
-        group: The consumer group.
-        timeout_s: Longest wait.
-        what: Who is waited for, for the error (``"the engine"``).
-        check: Called before each poll; raises when the service died (see
-            :meth:`~refluent.testing.commands.RefluentCommand.check_alive`).
-        poll_s: Time between polls.
-
-    Raises:
-        NotCaughtUpError: records were still uncommitted after ``timeout_s``.
-    """
-    wanted = sorted(set(topics))
-    deadline = time.monotonic() + timeout_s
-    lag = -1
-    while time.monotonic() < deadline:
-        if check is not None:
-            check()
-        lag = group_lag(settings.kafka, bootstrap, wanted, group)
-        if lag == 0:
-            return
-        time.sleep(poll_s)
-    raise NotCaughtUpError(f"{what} did not catch up within {timeout_s:.0f}s: group {group} "
-                           f"has {lag} record(s) of {', '.join(wanted)} uncommitted")

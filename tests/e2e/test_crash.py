@@ -37,6 +37,7 @@ import pytest
 import redis
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
 from refluent.online_store.redis import RedisOnlineReader
@@ -51,7 +52,6 @@ from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.contracts import CdcEnvelope, LogEvent
 from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import topic_ends
 from refluent.testing.services import RunningServices
 

@@ -54,14 +54,14 @@ import orjson
 import pytest
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
 from refluent.online_store.redis import RedisOnlineReader
 from refluent.sinks.iceberg import LakeTableNotFoundError, load_table, open_catalog, read_offsets
 from refluent.sinks.pipeline import lake_table_for
-from refluent.streams.kafka import Producer, TopicAdmin, group_lag
+from refluent.streams.kafka import Producer, TopicAdmin, group_lag, wait_until_committed
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand
-from refluent.testing.kafka import read_all, topic_ends, wait_until_committed
+from refluent.testing.kafka import read_all, topic_ends
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e
@@ -519,7 +519,7 @@ class Schedule:
         self.note("all events produced")
         engines = [c for n, c in self.commands.items() if n.startswith("engine")
                    and n in self.running]
-        wait_until_committed(self.settings, self.bootstrap,
+        wait_until_committed(self.settings.kafka, self.bootstrap,
                              self.sources + [self.repartition], self.app_id,
                              timeout_s=CATCH_UP_S,
                              what="the engine", check=lambda: [e.check_alive() for e in engines])
@@ -732,7 +732,7 @@ def test_two_kills_the_second_in_start_up__the_entity_state_view_stays_exact(
             "the kills landed while changes were still to be processed"
         engine.start()
         online.start()
-        wait_until_committed(settings, services.bootstrap_servers, [topic], app_id,
+        wait_until_committed(settings.kafka, services.bootstrap_servers, [topic], app_id,
                              timeout_s=CATCH_UP_S, what="the engine", check=engine.check_alive)
         online.kill9()
         online.args.append("--until-caught-up")

@@ -34,8 +34,10 @@ from pathlib import Path
 
 import pytest
 from river import datasets, evaluate, metrics
+from support.qa import logreg, qa_records
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
 from refluent.feedback.service import FeedbackService
 from refluent.models.river import RiverModel
@@ -43,9 +45,7 @@ from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
 from refluent.streams.contracts import LabeledExample
 from refluent.streams.kafka import Producer
-from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all, topic_ends
-from refluent.testing.qa import logreg, qa_records
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e

@@ -34,8 +34,10 @@ from typing import Any
 import confluent_kafka as ck
 import pytest
 from river import datasets, evaluate, metrics, stream
+from support.qa import logreg
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
 from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
@@ -47,9 +49,7 @@ from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import TailRecord
 from refluent.streams.kafka import Producer, TopicAdmin, partition_offsets
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand
 from refluent.testing.kafka import read_all
-from refluent.testing.qa import logreg
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e

@@ -15,15 +15,20 @@ from typing import Any
 import pytest
 
 from refluent.config import Settings
+from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import free_port
 from refluent.engines.memory import InMemoryRunner
 from refluent.processors.features import discover
 from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
 from refluent.streams.io import tail
-from refluent.streams.kafka import Producer, TopicAdmin, committed_or_start
+from refluent.streams.kafka import (
+    Producer,
+    TopicAdmin,
+    committed_or_start,
+    wait_until_committed,
+)
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand
-from refluent.testing.kafka import topic_ends, wait_until_committed
+from refluent.testing.kafka import topic_ends
 from refluent.testing.parity import (
     ParityError,
     assert_same_final,
@@ -131,7 +136,7 @@ def check(settings: Settings, runner: InMemoryRunner, sfx: str, cmd: RefluentCom
     """Wait until the engine has committed all it was given (it commits an offset only once
     the updates of the records below it are acknowledged, so they are all readable then),
     then compare the final update per entity."""
-    wait_until_committed(settings, settings.kafka.bootstrap_servers or "",
+    wait_until_committed(settings.kafka, settings.kafka.bootstrap_servers or "",
                          [f"logs.{sfx}", f"cdc.orders_{sfx}", f"cdc.customers_{sfx}"],
                          f"engine-test-{sfx}", timeout_s=180, what="the engine",
                          check=cmd.check_alive)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from river import datasets, evaluate, metrics
+from support.qa import logreg
+from support.qa import qa_records as shared_qa_records
 
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
@@ -27,8 +29,6 @@ from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer
 from refluent.testing.kafka import read_all, topic_ends
-from refluent.testing.qa import logreg
-from refluent.testing.qa import qa_records as shared_qa_records
 from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.integration

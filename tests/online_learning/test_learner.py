@@ -26,6 +26,7 @@ from river import (
     preprocessing,
     utils,
 )
+from support.qa import logreg, qa_events
 
 from refluent.config import FeedbackSettings
 from refluent.feedback.join import FeedbackJoin
@@ -45,7 +46,6 @@ from refluent.online_learning.learner import (
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.streams.contracts import Prediction
 from refluent.streams.origin import Origin
-from refluent.testing.qa import logreg, qa_events
 
 pytestmark = pytest.mark.unit
 

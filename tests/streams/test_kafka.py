@@ -326,8 +326,9 @@ def test_drain__hands_over_fetched_records_without_waiting_for_a_full_batch(
 def test_wait_until_committed__returns_at_the_group_end_and_names_what_is_left(
     settings: Settings,
 ) -> None:
-    from refluent.streams.kafka import group_lag
-    from refluent.testing.kafka import NotCaughtUpError, topic_ends, wait_until_committed
+    from refluent.streams.errors import NotCaughtUpError
+    from refluent.streams.kafka import group_lag, wait_until_committed
+    from refluent.testing.kafka import topic_ends
 
     spec = unique_topic(settings, "logs.app", partitions=2)
     _fill(settings, spec.name, 30)
@@ -337,12 +338,12 @@ def test_wait_until_committed__returns_at_the_group_end_and_names_what_is_left(
     assert group_lag(settings.kafka, bootstrap, [spec.name], group) == 30  # nothing committed
     with pytest.raises(NotCaughtUpError, match=rf"group {group} has 30 record\(s\) of "
                                                rf"{spec.name} uncommitted"):
-        wait_until_committed(settings, bootstrap, [spec.name], group, timeout_s=0.5,
+        wait_until_committed(settings.kafka, bootstrap, [spec.name], group, timeout_s=0.5,
                              what="nobody", poll_s=0.1)
     ConsumerLoop(settings.kafka, bootstrap, group, [spec.name], batch_size=10).run(
         lambda b: None, max_records=30, idle_timeout=20)
     checked: list[int] = []
-    wait_until_committed(settings, bootstrap, [spec.name], group, timeout_s=10, what="loop",
+    wait_until_committed(settings.kafka, bootstrap, [spec.name], group, timeout_s=10, what="loop",
                          check=lambda: checked.append(1))
     assert checked, "the liveness check runs before each poll"
     assert group_lag(settings.kafka, bootstrap, [spec.name], group) == 0

@@ -1,21 +1,14 @@
-"""The end-to-end demo on the embedded services (``refluent demo``).
+"""The first half of the demo: events to features.
 
-1. start the broker, Redis and the lake catalog;
-2. create the catalog's topics;
-3. produce sample Debezium changes (customers, orders; a few bad lines) and app logs;
-4. read the changes and the dead letters back;
-5. run the example feature views on the Faust engine;
-6. land everything in the lake and the features in the online store; show online features
-   and query the lake;
-7. serve a River model over Kafka and HTTP (:mod:`refluent.cli.demo_loop`);
-8. produce delayed labels: the feedback service joins them and the model learns;
-9. land predictions and examples in the lake;
-10. stop everything.
+- create the catalog's topics; produce sample Debezium changes (customers, orders; a few bad
+  lines) and app logs; read the changes and the dead letters back;
+- run the example feature views on the engine;
+- land everything in the lake and the features in the online store; show online features and
+  query the lake.
 """
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from typing import Any
 
@@ -23,58 +16,32 @@ from rich.console import Console
 from rich.table import Table
 
 from refluent.config import Settings
+from refluent.demo.processes import VIEWS, spawn
 from refluent.embedded import services
+from refluent.embedded.commands import RefluentCommand
 from refluent.streams.contracts import CdcEnvelope
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import produce_jsonl, tail
-from refluent.streams.kafka import Producer, TopicAdmin
+from refluent.streams.kafka import Producer, TopicAdmin, wait_until_committed
 from refluent.streams.topics import TopicCatalog
-from refluent.testing.commands import RefluentCommand
-from refluent.testing.kafka import wait_until_committed
 
 SAMPLES = (("cdc.customers", "cdc_customers.jsonl"), ("cdc.orders", "cdc_orders.jsonl"),
            ("logs.app", "logs_app.jsonl"))
 TOPIC = "cdc.customers"
-VIEWS = "refluent.examples.views"
-NAMESPACE = "demo"
-"""Lake namespace of the demo's tables, emptied at each run: the embedded broker starts with
-empty topics, so tables kept from an earlier run would hold offsets past their ends."""
 ENGINE_TIMEOUT_S = 240
 
 
-def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[str, Any]:
-    """Run the demo; returns the counts it showed, so tests can check them."""
-    settings = settings.model_copy(
-        update={"lake": settings.lake.model_copy(update={"namespace": NAMESPACE})})
-    console.rule("[bold]1. start the embedded services")
-    services.up(settings, on_step=lambda name, msg: console.print(f"[green]✓[/] {name}: {msg}"))
-    try:
-        _empty_namespace(settings)
-        from refluent.cli.demo_loop import serve_and_learn
-
-        counts: dict[str, Any] = _produce_and_read_back(settings, console)
-        counts.update(_features(settings, console))
-        counts.update(serve_and_learn(settings, console))
-        return counts
-    finally:
-        if keep:
-            console.print("services left running; stop them with `refluent down`")
-        else:
-            console.rule("[bold]10. stop the services")
-            for name, pid, ok in services.down(settings):
-                console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name} (pid {pid}) stopped")
-
-
-def _empty_namespace(settings: Settings) -> None:
+def empty_namespace(settings: Settings) -> None:
+    """Drop the tables of the demo's lake namespace (the broker starts with empty topics)."""
     from refluent.sinks.iceberg import open_catalog
 
     catalog = open_catalog(settings)
-    catalog.create_namespace_if_not_exists(NAMESPACE)
-    for identifier in catalog.list_tables(NAMESPACE):
+    catalog.create_namespace_if_not_exists(settings.lake.namespace)
+    for identifier in catalog.list_tables(settings.lake.namespace):
         catalog.drop_table(identifier)
 
 
-def _produce_and_read_back(settings: Settings, console: Console) -> dict[str, int]:
+def produce_and_read_back(settings: Settings, console: Console) -> dict[str, int]:
     bootstrap = services.resolve_bootstrap(settings)
     catalog = TopicCatalog.from_settings(settings.topics)
 
@@ -129,7 +96,7 @@ def _produce_and_read_back(settings: Settings, console: Console) -> dict[str, in
     return {"produced": counts["produced"], "read": read, "dead_lettered": dead}
 
 
-def _features(settings: Settings, console: Console) -> dict[str, int]:
+def features(settings: Settings, console: Console) -> dict[str, int]:
     from refluent.online_store.redis import RedisOnlineReader
     from refluent.processors.features import discover
     from refluent.sinks.pipeline import SinkPipeline, lake_routes, online_routes
@@ -190,19 +157,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def spawn(settings: Settings, args: list[str], log_name: str,
-          env: dict[str, str] | None = None) -> RefluentCommand:
-    """Start ``refluent <args>`` on the demo's services and views, logging to
-    ``<state_dir>/logs/<log_name>.log``."""
-    full_env = dict(os.environ)
-    full_env.update({"REFLUENT_EMBEDDED__STATE_DIR": str(settings.embedded.state_dir.resolve()),
-                     "REFLUENT_PROCESSING__VIEWS": VIEWS,
-                     "REFLUENT_LAKE__NAMESPACE": settings.lake.namespace, **(env or {})})
-    logs = settings.embedded.state_dir.resolve() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return RefluentCommand(log_name, args, full_env, logs).start()
-
-
 def _start_engine(settings: Settings) -> RefluentCommand:
     return spawn(settings, ["process"], "engine")
 
@@ -210,7 +164,7 @@ def _start_engine(settings: Settings) -> RefluentCommand:
 def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
                      engine: RefluentCommand) -> None:
     """Until the engine's group has committed every source partition's end."""
-    wait_until_committed(settings, bootstrap, sources, settings.processing.app_id,
+    wait_until_committed(settings.kafka, bootstrap, sources, settings.processing.app_id,
                          timeout_s=ENGINE_TIMEOUT_S, what="the engine",
                          check=engine.check_alive, poll_s=1.0)
 
@@ -247,4 +201,3 @@ def _show_lake(settings: Settings, console: Console) -> int:
     return sum(int(r["n"]) for r in counts)
 
 
-__all__ = ["run_demo"]

@@ -1,4 +1,4 @@
-"""``refluent`` commands run as subprocesses, for end-to-end tests of long-running services.
+"""``refluent`` commands run as child processes (the demo, benchmarks, end-to-end tests).
 
     >>> from pathlib import Path
     >>> cmd = RefluentCommand("status", ["status"], env={}, cwd=Path("."))
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from refluent.errors import RefluentError
+from refluent.embedded.errors import CommandError
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -33,15 +33,6 @@ def cpu_seconds(pid: int) -> float | None:
     except psutil.Error:
         return None
     return float(times.user + times.system)
-
-
-class CommandError(RefluentError):
-    """A command under test exited on its own, or did not end in time."""
-
-    def __init__(self, name: str, detail: str, output: str) -> None:
-        self.name = name
-        self.output = output
-        super().__init__(f"refluent {name} {detail}:\n{output}")
 
 
 @dataclass

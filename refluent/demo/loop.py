@@ -28,12 +28,20 @@ from rich.console import Console
 from rich.table import Table
 
 from refluent.config import Settings
+from refluent.demo.processes import spawn
 from refluent.embedded import services
 from refluent.errors import RefluentError
 from refluent.streams.contracts import Feedback, Prediction, PredictionRequest
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import tail
-from refluent.streams.kafka import Producer
+from refluent.streams.kafka import Producer, wait_until_committed
+from refluent.streams.topics import (
+    DLQ_SUFFIX,
+    EXAMPLES,
+    FEEDBACK,
+    INFERENCE_REQUESTS,
+    PREDICTIONS,
+)
 
 MODEL = "basket-converts"
 FEATURES = ("customer_orders.spend_1h", "customer_orders.orders_1h", "app_activity.views_1h",
@@ -64,7 +72,6 @@ def serve_and_learn(settings: Settings, console: Console) -> dict[str, Any]:
     """Steps 7 to 9 of the demo; returns what they counted."""
     from river import linear_model, preprocessing
 
-    from refluent.cli.demo import spawn
     from refluent.models.river import RiverModel
     from refluent.registry import ModelRegistry
 
@@ -129,7 +136,7 @@ def _predict(settings: Settings, bootstrap: str, console: Console, run: str
             # producer's own start (connection, producer id).
             warm = PredictionRequest(request_id=f"warm-up-{run}", model=MODEL, entity_id="1",
                                      features={"basket_value": 50.0})
-            producer.produce("inference.requests", warm.model_dump_json().encode(), "1")
+            producer.produce(INFERENCE_REQUESTS, warm.model_dump_json().encode(), "1")
             producer.flush()
             _wait_answered(settings, bootstrap, f"demo-serving-{run}")
         started = time.monotonic()
@@ -139,7 +146,7 @@ def _predict(settings: Settings, bootstrap: str, console: Console, run: str
             request = PredictionRequest(
                 request_id=f"{run}-{i}", model=MODEL, entity_id=rnd.choice(CUSTOMERS),
                 features={"basket_value": round(rnd.uniform(5.0, 120.0), 2)})
-            producer.produce("inference.requests", request.model_dump_json().encode(),
+            producer.produce(INFERENCE_REQUESTS, request.model_dump_json().encode(),
                              request.entity_id)
             producer.poll(0)
     console.print(f"{REQUESTS} prediction requests produced to inference.requests "
@@ -148,10 +155,10 @@ def _predict(settings: Settings, bootstrap: str, console: Console, run: str
         _wait_answered(settings, bootstrap, f"demo-serving-{run}")
     mine = f"{run}-"
     out = [p for p in (Prediction.model_validate_json(rec.value or b"{}") for rec in tail(
-        settings.kafka, bootstrap, "predictions", from_beginning=True, idle_timeout=3))
+        settings.kafka, bootstrap, PREDICTIONS, from_beginning=True, idle_timeout=3))
         if p.request_id.startswith(mine)]
     rejected: dict[str, int] = {}
-    for rec in tail(settings.kafka, bootstrap, "inference.requests.dlq", from_beginning=True,
+    for rec in tail(settings.kafka, bootstrap, INFERENCE_REQUESTS + DLQ_SUFFIX, from_beginning=True,
                     idle_timeout=3):
         letter = DeadLetter.parse(rec.headers, rec.key, rec.value)
         if mine.encode() in (letter.value or b""):
@@ -173,9 +180,8 @@ def _predict(settings: Settings, bootstrap: str, console: Console, run: str
 def _wait_answered(settings: Settings, bootstrap: str, group: str) -> None:
     """Until the server's group has committed the end of inference.requests (it commits a
     batch only once its predictions and dead letters are acknowledged)."""
-    from refluent.testing.kafka import wait_until_committed
 
-    wait_until_committed(settings, bootstrap, ["inference.requests"], group,
+    wait_until_committed(settings.kafka, bootstrap, [INFERENCE_REQUESTS], group,
                          timeout_s=READY_TIMEOUT_S, what="the server")
 
 
@@ -220,7 +226,7 @@ def _learn(settings: Settings, bootstrap: str, console: Console, registry: Any,
                     else predictions[-1].ts + timedelta(seconds=later - n + 1))
             label = Feedback(prediction_id=p.prediction_id, label=truth(p, rnd),
                              event_time=when)
-            producer.produce("feedback", label.model_dump_json().encode(), p.prediction_id)
+            producer.produce(FEEDBACK, label.model_dump_json().encode(), p.prediction_id)
     console.print(f"{n} labels produced to feedback, each {LABEL_DELAY} predictions after "
                   "its prediction in event time")
     service = FeedbackService.from_settings(settings, registry=registry, models=[MODEL],
@@ -247,7 +253,7 @@ def _land(settings: Settings, bootstrap: str, console: Console) -> dict[str, Any
 
     with console.status("landing predictions and examples in Iceberg..."):
         landed = SinkPipeline(settings, bootstrap, "refluent-demo-loop-lake",
-                              lake_routes(settings, ["predictions", "examples"])
+                              lake_routes(settings, [PREDICTIONS, EXAMPLES])
                               ).run(until_caught_up=True)
     console.print(f"[green]✓[/] lake: {landed.written} records landed")
     catalog = open_catalog(settings)
