@@ -54,18 +54,21 @@ Examples:
 
 from __future__ import annotations
 
-import base64
-import math
-import numbers
 import zlib
-from abc import ABC
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any
 
-from refluent.errors import require
+from refluent.processors.accumulators import (
+    KINDS,
+    OPS,
+    AggregationKind,
+    KindOps,
+    ValueRejected,
+    dump_distinct,
+    sketches,
+)
 from refluent.processors.errors import (
     AggregationSpecError,
     AggregationValueError,
@@ -79,463 +82,17 @@ from refluent.processors.windows import (
     window_from_spec,
 )
 
+_STATE_LAYOUT = 1
+
 __all__ = [
-    "KINDS",
-    "Accumulator",
     "Aggregation",
-    "AggregationKind",
-    "ApproxDistinctAccumulator",
-    "CountAccumulator",
     "Duplicate",
-    "LastAccumulator",
     "Late",
-    "MaxAccumulator",
-    "MeanAccumulator",
-    "MinAccumulator",
     "Result",
     "StateSummary",
-    "SumAccumulator",
     "Updated",
     "WindowedAggregator",
-    "make_accumulator",
 ]
-
-AggregationKind = Literal["count", "sum", "mean", "min", "max", "last", "approx_distinct"]
-KINDS: tuple[str, ...] = get_args(AggregationKind)
-"""Every aggregation kind."""
-
-HLL_LG_K = 12
-"""log2 of the HLL sketch's register count: 4096 registers, about 1.6 % relative error."""
-
-_STATE_LAYOUT = 1
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-
-# --------------------------------------------------------------------------------------------
-# Values: what each kind accepts
-# --------------------------------------------------------------------------------------------
-
-
-class _Rejected(Exception):
-    """A value a kind cannot take; turned into AggregationValueError by the caller, who knows the
-    aggregation's name and field."""
-
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-
-
-def _present(value: Any) -> Any:
-    # count counts events, whatever their fields hold.
-    return True
-
-
-def _number(value: Any) -> Any:
-    kind = type(value)
-    if kind is int:
-        return value
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        raise _Rejected("a finite number")
-    if kind is bool:
-        return int(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, Decimal | numbers.Real):
-        return _number(float(value))
-    raise _Rejected("a number")
-
-
-def _json_value(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is int or kind is bool:
-        return value
-    if kind is float or isinstance(value, Decimal | numbers.Real):
-        return _number(value)
-    if isinstance(value, list | tuple):
-        try:
-            return [_number(item) for item in value]
-        except _Rejected:
-            pass
-    raise _Rejected("a string, a number, a bool or a list of numbers")
-
-
-def _distinct_key(value: Any) -> Any:
-    # Numbers count by value (1, 1.0 and True are one value), strings by text. The key is what
-    # the sketch hashes and what sliding windows keep, so both count the same things.
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is not int:
-        try:
-            value = _number(value)
-        except _Rejected:
-            raise _Rejected("a string or a finite number") from None
-        if type(value) is float:
-            if not value.is_integer():
-                return value
-            value = int(value)
-    return value if _I64_MIN <= value <= _I64_MAX else str(value)
-
-
-# --------------------------------------------------------------------------------------------
-# Cells: one aggregation's partial result for one window, as plain JSON data (None = empty)
-# --------------------------------------------------------------------------------------------
-
-Cell = Any
-
-
-def _add_count(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    return 1 if cell is None else cell + 1
-
-
-def _add_sum(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    return value if cell is None else cell + value
-
-
-def _add_mean(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    if cell is None:
-        return [1, value]
-    cell[0] += 1
-    cell[1] += value
-    return cell
-
-
-def _add_min(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    return value if cell is None or value < cell else cell
-
-
-def _add_max(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    return value if cell is None or value > cell else cell
-
-
-def _add_last(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    # Ties on (ts, seq) go to the later arrival.
-    if cell is None or ts_ms > cell[0] or (ts_ms == cell[0] and seq >= cell[1]):
-        return [ts_ms, seq, value]
-    return cell
-
-
-_datasketches: Any = None
-
-
-def _sketches() -> Any:
-    global _datasketches
-    if _datasketches is None:
-        _datasketches = require("datasketches", "features")
-    return _datasketches
-
-
-def _new_sketch() -> Any:
-    ds = _datasketches or _sketches()
-    return ds.hll_sketch(HLL_LG_K, ds.tgt_hll_type.HLL_4)
-
-
-def _live_sketch(cell: Cell) -> Any:
-    if type(cell) is str:
-        try:
-            return _sketches().hll_sketch.deserialize(base64.b64decode(cell, validate=True))
-        except (ValueError, RuntimeError) as exc:
-            raise StateError(f"an approx_distinct sketch does not decode: {exc}") from exc
-    return cell
-
-
-def _add_distinct(cell: Cell, value: Any, ts_ms: int, seq: int) -> Cell:
-    if cell is None:
-        cell = _new_sketch()
-    elif type(cell) is str:
-        cell = _live_sketch(cell)
-    cell.update(value)
-    return cell
-
-
-def _result_plain(cell: Cell) -> Any:
-    return cell
-
-
-def _result_count(cell: Cell) -> Any:
-    return 0 if cell is None else cell
-
-
-def _result_mean(cell: Cell) -> Any:
-    return None if cell is None else cell[1] / cell[0]
-
-
-def _result_last(cell: Cell) -> Any:
-    return None if cell is None else cell[2]
-
-
-def _result_distinct(cell: Cell) -> Any:
-    return 0 if cell is None else round(_live_sketch(cell).get_estimate())
-
-
-def _dump_plain(cell: Cell) -> Any:
-    return cell
-
-
-def _dump_distinct(cell: Cell) -> Any:
-    if cell is None or type(cell) is str:
-        return cell
-    return base64.b64encode(cell.serialize_compact()).decode("ascii")
-
-
-# Bulk adds: one value into the cells [i0, i1) of a column, one per hopping window the event
-# falls in. A comprehension costs a fraction of a call per cell.
-
-
-def _bulk_count(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    col[i0:i1] = [1 if c is None else c + 1 for c in col[i0:i1]]
-
-
-def _bulk_sum(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    col[i0:i1] = [value if c is None else c + value for c in col[i0:i1]]
-
-
-def _bulk_mean(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    col[i0:i1] = [[1, value] if c is None else [c[0] + 1, c[1] + value] for c in col[i0:i1]]
-
-
-def _bulk_min(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    col[i0:i1] = [value if c is None or value < c else c for c in col[i0:i1]]
-
-
-def _bulk_max(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    col[i0:i1] = [value if c is None or value > c else c for c in col[i0:i1]]
-
-
-def _bulk_last(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    # One list shared by the windows it wins: last cells are replaced, never changed in place.
-    new = [ts_ms, seq, value]
-    col[i0:i1] = [
-        new if c is None or ts_ms > c[0] or (ts_ms == c[0] and seq >= c[1]) else c
-        for c in col[i0:i1]
-    ]
-
-
-def _bulk_distinct(col: list[Cell], i0: int, i1: int, value: Any, ts_ms: int, seq: int) -> None:
-    for i in range(i0, i1):
-        cell = col[i]
-        if cell is None:
-            col[i] = cell = _new_sketch()
-        elif type(cell) is str:
-            col[i] = cell = _live_sketch(cell)
-        cell.update(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Ops:
-    """How one kind checks values, adds them to a cell, reads a cell and stores it."""
-
-    coerce: Callable[[Any], Any]
-    add: Callable[[Cell, Any, int, int], Cell]
-    bulk: Callable[[list[Cell], int, int, Any, int, int], None]
-    result: Callable[[Cell], Any]
-    dump: Callable[[Cell], Any]
-    empty: Any
-    needs_field: bool = True
-
-
-_OPS: dict[str, _Ops] = {
-    "count": _Ops(_present, _add_count, _bulk_count, _result_count, _dump_plain, 0,
-                  needs_field=False),
-    "sum": _Ops(_number, _add_sum, _bulk_sum, _result_count, _dump_plain, 0),
-    "mean": _Ops(_number, _add_mean, _bulk_mean, _result_mean, _dump_plain, None),
-    "min": _Ops(_number, _add_min, _bulk_min, _result_plain, _dump_plain, None),
-    "max": _Ops(_number, _add_max, _bulk_max, _result_plain, _dump_plain, None),
-    "last": _Ops(_json_value, _add_last, _bulk_last, _result_last, _dump_plain, None),
-    "approx_distinct": _Ops(_distinct_key, _add_distinct, _bulk_distinct, _result_distinct,
-                            _dump_distinct, 0),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Accumulators: one window's aggregate as an object
-# --------------------------------------------------------------------------------------------
-
-
-class Accumulator(ABC):
-    """One aggregate over a stream of values, with a JSON-able state.
-
-    Args:
-        name: Aggregation name, for error messages (default: the kind).
-        field: Field the values come from, for error messages.
-
-    Raises:
-        AggregationValueError: From :meth:`add`, for a value the kind cannot take.
-
-    Examples:
-        >>> import json
-        >>> acc = make_accumulator("mean")
-        >>> for v in (1, 2, None, 6):
-        ...     acc.add(v)
-        >>> acc.result()
-        3.0
-        >>> MeanAccumulator.from_state(json.loads(json.dumps(acc.to_state()))).result()
-        3.0
-    """
-
-    __slots__ = ("_cell", "field", "name")
-    kind: ClassVar[str]
-    _ops: ClassVar[_Ops]
-
-    def __init__(self, name: str | None = None, field: str | None = None) -> None:
-        self.name = name or self.kind
-        self.field = field
-        self._cell: Cell = None
-
-    def add(self, value: Any, ts_ms: int = 0, seq: int = 0) -> None:
-        """Add one event's value (skipped when None, except by ``count``).
-
-        ``ts_ms`` and ``seq`` order events for ``last``; the other kinds ignore them.
-        """
-        if value is None and self._ops.needs_field:
-            return
-        try:
-            value = self._ops.coerce(value)
-        except _Rejected as exc:
-            raise AggregationValueError(
-                self.name, self.kind, self.field, value, exc.expected
-            ) from None
-        self._cell = self._ops.add(self._cell, value, ts_ms, seq)
-
-    def result(self) -> Any:
-        """The aggregate so far (the kind's empty value before any value)."""
-        return self._ops.result(self._cell)
-
-    def to_state(self) -> Any:
-        """The state as plain JSON data."""
-        return self._ops.dump(self._cell)
-
-    @classmethod
-    def from_state(
-        cls, state: Any, name: str | None = None, field: str | None = None
-    ) -> Accumulator:
-        """An accumulator carrying on from :meth:`to_state`'s output (after a JSON round trip)."""
-        acc = cls(name, field)
-        acc._cell = state
-        return acc
-
-
-class CountAccumulator(Accumulator):
-    """Number of events (values are not looked at).
-
-    Examples:
-        >>> acc = CountAccumulator()
-        >>> acc.add(None); acc.add("x"); acc.result()
-        2
-    """
-
-    __slots__ = ()
-    kind = "count"
-    _ops = _OPS["count"]
-
-
-class SumAccumulator(Accumulator):
-    """Sum of numbers (an int while every value is an int; bools count as 0 and 1).
-
-    Examples:
-        >>> acc = SumAccumulator()
-        >>> acc.add(2); acc.add(True); acc.result()
-        3
-    """
-
-    __slots__ = ()
-    kind = "sum"
-    _ops = _OPS["sum"]
-
-
-class MeanAccumulator(Accumulator):
-    """Arithmetic mean of numbers."""
-
-    __slots__ = ()
-    kind = "mean"
-    _ops = _OPS["mean"]
-
-
-class MinAccumulator(Accumulator):
-    """Smallest number."""
-
-    __slots__ = ()
-    kind = "min"
-    _ops = _OPS["min"]
-
-
-class MaxAccumulator(Accumulator):
-    """Largest number."""
-
-    __slots__ = ()
-    kind = "max"
-    _ops = _OPS["max"]
-
-
-class LastAccumulator(Accumulator):
-    """Value of the event with the greatest ``(ts_ms, seq)``, whatever the arrival order.
-
-    Examples:
-        >>> acc = LastAccumulator()
-        >>> acc.add("b", ts_ms=20, seq=1); acc.add("a", ts_ms=10, seq=2); acc.result()
-        'b'
-    """
-
-    __slots__ = ()
-    kind = "last"
-    _ops = _OPS["last"]
-
-
-class ApproxDistinctAccumulator(Accumulator):
-    """Approximate number of distinct values: an HLL sketch (Apache DataSketches, lg_k=12).
-
-    Strings count by text and numbers by value (``1``, ``1.0`` and ``True`` are one value). The
-    state is the compact sketch in base64.
-
-    Raises:
-        MissingExtraError: ``datasketches`` is not installed (``refluent[features]``).
-
-    Examples:
-        >>> acc = ApproxDistinctAccumulator()
-        >>> for v in ("a", "b", "a", 1, 1.0):
-        ...     acc.add(v)
-        >>> acc.result()
-        3
-    """
-
-    __slots__ = ()
-    kind = "approx_distinct"
-    _ops = _OPS["approx_distinct"]
-
-    def __init__(self, name: str | None = None, field: str | None = None) -> None:
-        _sketches()
-        super().__init__(name, field)
-
-
-_ACCUMULATORS: dict[str, type[Accumulator]] = {
-    cls.kind: cls
-    for cls in (
-        CountAccumulator,
-        SumAccumulator,
-        MeanAccumulator,
-        MinAccumulator,
-        MaxAccumulator,
-        LastAccumulator,
-        ApproxDistinctAccumulator,
-    )
-}
-
-
-def make_accumulator(kind: str, name: str | None = None, field: str | None = None) -> Accumulator:
-    """A fresh accumulator of ``kind`` (one of :data:`KINDS`).
-
-    Raises:
-        AggregationSpecError: An unknown kind.
-    """
-    try:
-        cls = _ACCUMULATORS[kind]
-    except KeyError:
-        raise AggregationSpecError(
-            name or str(kind), f"unknown kind {kind!r}; known: {', '.join(KINDS)}"
-        ) from None
-    return cls(name, field)
-
 
 # --------------------------------------------------------------------------------------------
 # Aggregation specs
@@ -572,7 +129,7 @@ class Aggregation:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise AggregationSpecError(repr(self.name), "the name must be a non-empty string")
-        if self.kind not in _OPS:
+        if self.kind not in OPS:
             raise AggregationSpecError(
                 self.name, f"unknown kind {self.kind!r}; known: {', '.join(KINDS)}"
             )
@@ -593,7 +150,7 @@ class Aggregation:
     @property
     def empty(self) -> Any:
         """Value of a window with no values: 0 for count, sum and approx_distinct, else None."""
-        return _OPS[self.kind].empty
+        return OPS[self.kind].empty
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Aggregation:
@@ -722,7 +279,7 @@ class _Member:
     column: int
     value_index: int
     name: str
-    ops: _Ops
+    ops: KindOps
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,13 +365,13 @@ class WindowedAggregator:
                 raise AggregationSpecError(agg.name, "the name is used twice in one view")
             seen.add(agg.name)
             if agg.kind == "approx_distinct":
-                _sketches()
+                sketches()
         self.aggregations = aggs
         # Each distinct (field, kind of check) is read and checked once per event; inputs[i] is
         # the position of aggregation i's value among them.
         checks: dict[tuple[str | None, Callable[[Any], Any]], int] = {}
         inputs = [
-            checks.setdefault((agg.field, _OPS[agg.kind].coerce), len(checks)) for agg in aggs
+            checks.setdefault((agg.field, OPS[agg.kind].coerce), len(checks)) for agg in aggs
         ]
         self._checks = tuple(checks)
         self._check_owner = tuple(aggs[inputs.index(i)] for i in range(len(checks)))
@@ -835,7 +392,7 @@ class WindowedAggregator:
         groups = []
         for window, indexes in by_window.items():
             members = tuple(
-                _Member(j, inputs[i], aggs[i].name, _OPS[aggs[i].kind])
+                _Member(j, inputs[i], aggs[i].name, OPS[aggs[i].kind])
                 for j, i in enumerate(indexes)
             )
             text = f"{window}|" + ";".join(f"{aggs[i].name}:{aggs[i].kind}:{aggs[i].field}"
@@ -928,7 +485,7 @@ class WindowedAggregator:
             first, columns = windows[group.key]
             columns = list(columns)
             for j in group.sketches:
-                columns[j] = [_dump_distinct(cell) for cell in columns[j]]
+                columns[j] = [dump_distinct(cell) for cell in columns[j]]
             windows[group.key] = [first, columns]
         return {**state, "windows": windows}
 
@@ -999,7 +556,7 @@ class WindowedAggregator:
             if value is not None:
                 try:
                     value = coerce(value)
-                except _Rejected as exc:
+                except ValueRejected as exc:
                     agg = self._check_owner[len(values_in)]
                     raise AggregationValueError(
                         agg.name, agg.kind, agg.field, value, exc.expected

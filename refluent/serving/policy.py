@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from refluent.errors import RefluentError
-from refluent.processors.aggregations import make_accumulator
+from refluent.processors.accumulators import make_accumulator
 from refluent.processors.features import FeatureView, View
 from refluent.streams.contracts import FeatureValue
 from refluent.streams.processing import RecordRejected

@@ -12,16 +12,14 @@ from typing import Any
 import pytest
 
 from refluent.errors import MissingExtraError
-from refluent.processors import aggregations as agg_module
+from refluent.processors import accumulators as accumulators_module
+from refluent.processors.accumulators import KINDS, ApproxDistinctAccumulator, make_accumulator
 from refluent.processors.aggregations import (
-    KINDS,
     Aggregation,
-    ApproxDistinctAccumulator,
     Duplicate,
     Late,
     Updated,
     WindowedAggregator,
-    make_accumulator,
 )
 from refluent.processors.errors import (
     AggregationSpecError,
@@ -175,7 +173,7 @@ def test_approx_distinct__state_is_a_base64_compact_sketch() -> None:
 def test_approx_distinct__names_the_extra_when_datasketches_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(agg_module, "_datasketches", None)
+    monkeypatch.setattr(accumulators_module, "_datasketches", None)
     monkeypatch.setitem(sys.modules, "datasketches", None)
     with pytest.raises(MissingExtraError, match=r"refluent\[features\]") as info:
         ApproxDistinctAccumulator()
