@@ -66,7 +66,7 @@ def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[s
 
 
 def _empty_namespace(settings: Settings) -> None:
-    from refluent.sinks.iceberg import open_catalog
+    from refluent.lake.catalog import open_catalog
 
     catalog = open_catalog(settings)
     catalog.create_namespace_if_not_exists(NAMESPACE)
@@ -216,8 +216,8 @@ def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
 
 
 def _show_lake(settings: Settings, console: Console) -> int:
-    from refluent.sinks.iceberg import open_catalog
-    from refluent.sinks.lake_maintenance import query
+    from refluent.lake.catalog import open_catalog
+    from refluent.lake.query import query
 
     catalog = open_catalog(settings)
     ns = settings.lake.namespace

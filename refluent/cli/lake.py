@@ -49,7 +49,7 @@ def parse_duration(text: str) -> timedelta:
 
 def _open(namespace: str | None) -> tuple[Catalog, str]:
     from refluent.cli.app import settings
-    from refluent.sinks.iceberg import open_catalog
+    from refluent.lake.catalog import open_catalog
 
     s = settings()
     return open_catalog(s), namespace or s.lake.namespace
@@ -64,7 +64,8 @@ def _offsets_text(offsets: dict[tuple[str, int], int], limit: int = 6) -> str:
 @lake_app.command("tables")
 def tables(namespace: NamespaceOption = None) -> None:
     """List the namespace's tables: rows, data files, snapshots, last commit, offsets."""
-    from refluent.sinks.iceberg import load_table, read_offsets, table_names
+    from refluent.lake.catalog import load_table, table_names
+    from refluent.lake.offsets import read_offsets
 
     catalog, ns = _open(namespace)
     out = Table(title=f"Lake tables in {ns}")
@@ -108,7 +109,7 @@ def maintain(
         "--no-orphans", help="Skip orphan-file deletion.")] = False,
 ) -> None:
     """Compact small files per partition, expire snapshots and delete orphan files."""
-    from refluent.sinks.lake_maintenance import maintain as run_maintenance
+    from refluent.lake.maintenance import maintain as run_maintenance
 
     catalog, ns = _open(namespace)
     with console.status(f"maintaining {ns}..."):
@@ -146,8 +147,8 @@ def reset_offsets(
     Rows already in the table stay. Run it only when the topic really is new: records that
     are still on an old topic would be written again.
     """
-    from refluent.sinks.iceberg import load_table
-    from refluent.sinks.iceberg import reset_offsets as run_reset
+    from refluent.lake.catalog import load_table
+    from refluent.lake.offsets import reset_offsets as run_reset
 
     catalog, ns = _open(namespace)
     dropped = run_reset(load_table(catalog, table, ns), topic or None)
@@ -165,7 +166,7 @@ def compact_cdc(
     namespace: NamespaceOption = None,
 ) -> None:
     """Write the current state of a CDC changelog (latest row per key, deletes removed)."""
-    from refluent.sinks.lake_maintenance import compact_cdc as run_compact_cdc
+    from refluent.lake.maintenance import compact_cdc as run_compact_cdc
 
     catalog, ns = _open(namespace)
     with console.status(f"compacting {table}..."):
@@ -193,7 +194,7 @@ def query(
         "--format", "-f", help="table (rich) or jsonl (one JSON object per line).")] = "table",
 ) -> None:
     """Run DuckDB SQL over the namespace's tables."""
-    from refluent.sinks.lake_maintenance import query as run_query
+    from refluent.lake.query import query as run_query
 
     if fmt not in ("table", "jsonl"):
         raise typer.BadParameter(f"{fmt!r} is not table or jsonl", param_hint="--format")

@@ -68,6 +68,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from refluent.lake.catalog import (
+    OPERATION_KEY,
+    ensure_table,
+    identifier,
+    open_catalog,
+    transaction,
+)
 from refluent.registry.errors import (
     ArtifactError,
     InvalidNameError,
@@ -81,13 +88,6 @@ from refluent.registry.errors import (
     UnknownModelVersionError,
 )
 from refluent.serving.base import KINDS, ModelKind, ServableModel, Task, load_model
-from refluent.sinks.iceberg import (
-    OPERATION_KEY,
-    ensure_table,
-    identifier,
-    open_catalog,
-    transaction,
-)
 
 try:
     import pyarrow as pa
@@ -856,7 +856,7 @@ class ModelRegistry:
         Raises:
             ArtifactError: the artifact root cannot be listed.
         """
-        from refluent.sinks.lake_maintenance import delete_unreferenced_files
+        from refluent.lake.maintenance import delete_unreferenced_files
 
         referenced = {v.artifact_uri for v, _ in self._rows(VERSIONS_TABLE)}
         referenced |= {cp.artifact_uri for cp, _ in self._rows(CHECKPOINTS_TABLE)}

@@ -238,11 +238,13 @@ def lake_routes(settings: Settings, topics: Sequence[str],
     CDC envelopes become a changelog table, feature updates a history table, predictions a
     table with the features as served; other events (and topics the catalog does not know)
     land as raw events."""
-    from refluent.sinks import iceberg
+    from refluent.lake import mappings as m
+    from refluent.lake.catalog import open_catalog
+    from refluent.sinks.iceberg import IcebergSink
     from refluent.streams import contracts as c
     from refluent.streams.errors import UnknownTopicError
 
-    catalog = make_catalog or (lambda: iceberg.open_catalog(settings))
+    catalog = make_catalog or (lambda: open_catalog(settings))
     topic_catalog = TopicCatalog.from_settings(settings.topics)
     routes: dict[str, list[Sink[Any]]] = {}
     for topic in topics:
@@ -250,18 +252,18 @@ def lake_routes(settings: Settings, topics: Sequence[str],
             contract = topic_catalog.get(topic).contract
         except UnknownTopicError:
             contract = None
-        mapping: iceberg.TableMapping
+        mapping: m.TableMapping
         if contract is c.CdcEnvelope:
             pk = settings.topics.cdc_primary_keys.get(topic.removeprefix("cdc."), ["id"])
-            mapping = iceberg.CdcChangelogTable(primary_key=tuple(pk))
+            mapping = m.CdcChangelogTable(primary_key=tuple(pk))
         elif contract is c.FeatureUpdate:
-            mapping = iceberg.FeatureHistoryTable()
+            mapping = m.FeatureHistoryTable()
         elif contract is c.Prediction:
-            mapping = iceberg.PredictionsTable()
+            mapping = m.PredictionsTable()
         else:
-            mapping = iceberg.RawEventsTable()
-        routes[topic] = [iceberg.IcebergSink(catalog, mapping, lake_table_for(topic),
-                                             settings.lake.namespace)]
+            mapping = m.RawEventsTable()
+        routes[topic] = [IcebergSink(catalog, mapping, lake_table_for(topic),
+                                     settings.lake.namespace)]
     return routes
 
 
