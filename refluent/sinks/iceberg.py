@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from refluent.errors import MissingExtraError
 from refluent.lake.catalog import OPERATION_KEY, ensure_table, identifier, open_catalog, transaction
@@ -108,6 +108,8 @@ class IcebergSink(BatchingSink[Any]):
             :class:`~refluent.lake.errors.LakeRowError`.
     """
 
+    keeps_offsets: ClassVar[bool] = True
+
     def __init__(
         self,
         catalog: CatalogSource,
@@ -120,7 +122,7 @@ class IcebergSink(BatchingSink[Any]):
         properties: Mapping[str, str] | None = None,
         commit_attempts: int = 5,
         unknown_partitions: Literal["beginning", "group"] = "beginning",
-        on_bad_record: Callable[[SinkRecord[Any], LakeRowError], None] | None = None,
+        on_bad_record: Callable[[SinkRecord[Any], Exception], None] | None = None,
     ) -> None:
         super().__init__(max_records=max_records, max_seconds=max_seconds)
         self._catalog_source = catalog
@@ -197,10 +199,6 @@ class IcebergSink(BatchingSink[Any]):
             elif self.unknown_partitions == "beginning":
                 out[key] = OFFSET_BEGINNING
         return out
-
-    def commit_ready(self) -> bool:
-        """``ConsumerLoop(commit_ready=...)``: True when nothing is buffered."""
-        return self.pending == 0
 
     # -- writing -------------------------------------------------------------------------------
     def write_batch(self, batch: list[SinkRecord[Any]]) -> None:
