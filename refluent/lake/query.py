@@ -55,13 +55,15 @@ def query(catalog: Catalog, namespace: str, sql: str) -> pa.Table:
     (read as of now through an Arrow scan; only tables the SQL mentions are read).
 
     Raises:
-        LakeQueryError: DuckDB refused the SQL.
+        LakeQueryError: DuckDB refused the SQL; an unknown table is answered with the
+            namespace's tables.
         LakeNamespaceNotFoundError: no such namespace.
     """
     duckdb = duckdb_module()
+    names = table_names(catalog, namespace)
     con = duckdb.connect()
     try:
-        for name in table_names(catalog, namespace):
+        for name in names:
             if not _mentions(sql, name):
                 continue
             try:
@@ -72,6 +74,12 @@ def query(catalog: Catalog, namespace: str, sql: str) -> pa.Table:
         relation = con.sql(sql)
         return to_arrow(relation) if relation is not None else pa.table({})
     except duckdb.Error as exc:
-        raise LakeQueryError(sql, str(exc).strip()) from exc
+        detail = str(exc).strip()
+        if isinstance(exc, duckdb.CatalogException) and "Table with name" in detail:
+            # DuckDB's "Did you mean" can only offer its own system tables (a lake table is
+            # registered only when the SQL names it): name the namespace's tables instead.
+            detail = (f"{detail.splitlines()[0]} (tables in {namespace}: "
+                      f"{', '.join(names) or 'none'})")
+        raise LakeQueryError(sql, detail) from exc
     finally:
         con.close()

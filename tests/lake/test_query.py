@@ -38,5 +38,11 @@ def test_query__bad_sql_and_unknown_names_are_lake_query_errors(lab: Lab) -> Non
         query(lab.catalog, "lab", "SELEC nonsense")
     assert str(caught.value).startswith("lake query 'SELEC nonsense': Parser Error")
 
+    # DuckDB would suggest one of its system tables; the namespace's tables are what helps.
+    with pytest.raises(LakeQueryError) as caught:
+        query(lab.catalog, "lab", "SELECT * FROM peple")
+    assert str(caught.value) == ("lake query 'SELECT * FROM peple': Catalog Error: Table with "
+                                 "name peple does not exist! (tables in lab: people)")
+
     with pytest.raises(LakeNamespaceNotFoundError, match="^lake namespace elsewhere: "):
         query(lab.catalog, "elsewhere", "SELECT 1")
