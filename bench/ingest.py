@@ -59,14 +59,11 @@ from refluent.config import Settings
 from refluent.embedded.commands import RefluentCommand, cpu_seconds
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
+from refluent.lake.catalog import load_table, open_catalog
+from refluent.lake.errors import LakeTableNotFoundError
+from refluent.lake.offsets import read_offsets
 from refluent.online_store.redis import RedisOnlineReader
 from refluent.processors.features import discover
-from refluent.sinks.iceberg import (
-    LakeTableNotFoundError,
-    load_table,
-    open_catalog,
-    read_offsets,
-)
 from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.contracts import CdcEnvelope, LogEvent
 from refluent.streams.kafka import (

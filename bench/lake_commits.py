@@ -38,10 +38,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from refluent.embedded.services import lake_catalog
+from refluent.lake import maintenance as lm
+from refluent.lake.mappings import RawEventsTable
 from refluent.observability import stats
-from refluent.sinks import lake_maintenance as lm
 from refluent.sinks.base import SinkRecord
-from refluent.sinks.iceberg import IcebergSink, RawEventsTable
+from refluent.sinks.iceberg import IcebergSink
 from refluent.streams.contracts import LogEvent
 
 err = Console(stderr=True)

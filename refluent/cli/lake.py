@@ -6,8 +6,11 @@ The catalog comes from the same settings as the library (``REFLUENT_LAKE__*``, t
 
 from __future__ import annotations
 
-import re
+import csv
+import sys
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -30,29 +33,64 @@ NamespaceOption = Annotated[
                  help="Namespace of the tables (default: lake.namespace, 'refluent')."),
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` (a bare number is seconds).
+    """A duration option in the views' syntax (``90s``, ``30m``, ``24h``, ``7d``, ``1h30m``).
 
     Examples:
         >>> parse_duration("36h"), parse_duration("0")
         (datetime.timedelta(days=1, seconds=43200), datetime.timedelta(0))
     """
-    match = _DURATION.match(text)
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 24h, 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    from refluent.processors.errors import WindowSpecError
+    from refluent.processors.windows import parse_duration as parse
+
+    try:
+        return parse(text)
+    except WindowSpecError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration such as 90s, 30m, 24h, 7d") from exc
 
 
 def _open(namespace: str | None) -> tuple[Catalog, str]:
     from refluent.cli.app import settings
-    from refluent.sinks.iceberg import open_catalog
+    from refluent.lake.catalog import open_catalog
 
     s = settings()
     return open_catalog(s), namespace or s.lake.namespace
+
+
+def _print_rows(names: Sequence[str], rows: Sequence[Sequence[Text]], *,
+                title: str | None = None, right: Collection[str] = ()) -> None:
+    """Print ``rows`` as a table when it fits the terminal without cutting a value or a column
+    name, else as one block of ``name  value`` lines per row (as psql's expanded display), so
+    a narrow terminal never turns a row into a tall column of word fragments."""
+    out = Table(title=title)
+    for name in names:
+        out.add_column(Text(name), justify="right" if name in right else "left",
+                       overflow="fold")
+    for row in rows:
+        out.add_row(*row)
+    if not rows or _narrowest(out) <= console.width:
+        console.print(out)
+        return
+    if title:
+        console.print(Text(title, style="italic"))
+    name_width = min(max(len(name) for name in names), console.width * 2 // 3)
+    for n, row in enumerate(rows, start=1):
+        console.rule(Text(f"row {n}"), align="left", style="dim")
+        record = Table.grid(padding=(0, 2))
+        record.add_column(style="bold", overflow="fold", min_width=name_width)
+        record.add_column(overflow="fold")
+        for name, cell in zip(names, row, strict=True):
+            record.add_row(Text(name), cell)
+        console.print(record)
+
+
+def _narrowest(table: Table) -> int:
+    """The width ``table`` needs to show every value and column name without breaking a word
+    (Rich clamps a measurement to the terminal, so measure against a wide one)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(1_000_000), table).minimum
 
 
 def _offsets_text(offsets: dict[tuple[str, int], int], limit: int = 6) -> str:
@@ -64,24 +102,28 @@ def _offsets_text(offsets: dict[tuple[str, int], int], limit: int = 6) -> str:
 @lake_app.command("tables")
 def tables(namespace: NamespaceOption = None) -> None:
     """List the namespace's tables: rows, data files, snapshots, last commit, offsets."""
-    from refluent.sinks.iceberg import load_table, read_offsets, table_names
+    from refluent.lake.catalog import load_table, table_names
+    from refluent.lake.offsets import read_offsets
 
     catalog, ns = _open(namespace)
-    out = Table(title=f"Lake tables in {ns}")
-    for col in ("table", "rows", "files", "snapshots", "last commit (UTC)", "offsets"):
-        out.add_column(col, justify="right" if col in ("rows", "files", "snapshots") else "left")
-    for name in table_names(catalog, ns):
+    names = table_names(catalog, ns)
+    if not names:
+        console.print(f"no tables in {ns} yet (`refluent sink lake` lands topics there)")
+        return
+    rows = []
+    for name in names:
         table = load_table(catalog, name, ns)
         snap = table.current_snapshot()
         summary = snap.summary if snap is not None and snap.summary is not None else None
-        rows = summary.get("total-records") if summary is not None else None
+        records = summary.get("total-records") if summary is not None else None
         files = summary.get("total-data-files") if summary is not None else None
         last = (datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC)
                 .strftime("%Y-%m-%d %H:%M:%S") if snap is not None else "-")
-        out.add_row(Text(name), str(rows or 0), str(files or 0),
-                    str(len(table.metadata.snapshots)), last,
-                    Text(_offsets_text(read_offsets(table)) or "-"))
-    console.print(out)
+        rows.append([Text(name), Text(str(records or 0)), Text(str(files or 0)),
+                     Text(str(len(table.metadata.snapshots))), Text(last),
+                     Text(_offsets_text(read_offsets(table)) or "-")])
+    _print_rows(["table", "rows", "files", "snapshots", "last commit (UTC)", "offsets"], rows,
+                title=f"Lake tables in {ns}", right={"rows", "files", "snapshots"})
 
 
 @lake_app.command("maintain")
@@ -108,7 +150,7 @@ def maintain(
         "--no-orphans", help="Skip orphan-file deletion.")] = False,
 ) -> None:
     """Compact small files per partition, expire snapshots and delete orphan files."""
-    from refluent.sinks.lake_maintenance import maintain as run_maintenance
+    from refluent.lake.maintenance import maintain as run_maintenance
 
     catalog, ns = _open(namespace)
     with console.status(f"maintaining {ns}..."):
@@ -120,16 +162,17 @@ def maintain(
             target_file_bytes=int(target_file_mb * 1024 * 1024) if target_file_mb else None,
             compact_files=not no_compact, delete_orphans=not no_orphans,
         )
-    out = Table(title=f"Maintenance of {ns}")
-    for col in ("table", "compacted files", "new files", "expired snapshots", "files deleted",
-                "orphans deleted", "seconds", "result"):
-        out.add_column(col)
-    for t in report.tables:
-        out.add_row(t.table, str(t.compaction.files_removed), str(t.compaction.files_added),
-                    str(t.expire.expired_snapshots), str(t.expire.deleted_files),
-                    str(t.orphans_deleted), f"{t.seconds:.2f}",
-                    Text("ok", style="green") if t.error is None else Text(t.error, style="red"))
-    console.print(out)
+    if not report.tables:
+        console.print(f"no tables in {ns}: nothing to maintain")
+        return
+    columns = ["table", "compacted files", "new files", "expired snapshots", "files deleted",
+               "orphans deleted", "seconds", "result"]
+    rows = [[Text(t.table.removeprefix(f"{ns}.")), *(Text(str(n)) for n in (
+                t.compaction.files_removed, t.compaction.files_added, t.expire.expired_snapshots,
+                t.expire.deleted_files, t.orphans_deleted)), Text(f"{t.seconds:.2f}"),
+             Text("ok", style="green") if t.error is None else Text(t.error, style="red")]
+            for t in report.tables]
+    _print_rows(columns, rows, title=f"Maintenance of {ns}", right=set(columns[1:7]))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -146,8 +189,8 @@ def reset_offsets(
     Rows already in the table stay. Run it only when the topic really is new: records that
     are still on an old topic would be written again.
     """
-    from refluent.sinks.iceberg import load_table
-    from refluent.sinks.iceberg import reset_offsets as run_reset
+    from refluent.lake.catalog import load_table
+    from refluent.lake.offsets import reset_offsets as run_reset
 
     catalog, ns = _open(namespace)
     dropped = run_reset(load_table(catalog, table, ns), topic or None)
@@ -165,7 +208,7 @@ def compact_cdc(
     namespace: NamespaceOption = None,
 ) -> None:
     """Write the current state of a CDC changelog (latest row per key, deletes removed)."""
-    from refluent.sinks.lake_maintenance import compact_cdc as run_compact_cdc
+    from refluent.lake.maintenance import compact_cdc as run_compact_cdc
 
     catalog, ns = _open(namespace)
     with console.status(f"compacting {table}..."):
@@ -174,43 +217,61 @@ def compact_cdc(
                   f"(snapshot {result.changelog_snapshot_id})")
 
 
+class OutputFormat(StrEnum):
+    """How ``refluent lake query`` prints its result."""
+
+    table = "table"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
 def _cell(value: Any) -> Text:
     # Text, not str: a value such as "[bold]" is data, not Rich markup.
+    from refluent.lake.schema import as_text
+
     if value is None:
         return Text("∅", style="dim")
-    if isinstance(value, datetime):
-        return Text(value.isoformat())
-    if isinstance(value, str):
-        return Text(value)
-    return Text(orjson.dumps(value, default=str).decode())
+    return Text(as_text(value))
 
 
 @lake_app.command("query")
 def query(
     sql: Annotated[str, typer.Argument(help="DuckDB SQL; tables are views named after them.")],
     namespace: NamespaceOption = None,
-    fmt: Annotated[str, typer.Option(
-        "--format", "-f", help="table (rich) or jsonl (one JSON object per line).")] = "table",
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", help="table (one block per row when the table is wider than the "
+                               "terminal), csv (with a header row) or jsonl (one JSON object "
+                               "per line).")] = OutputFormat.table,
 ) -> None:
     """Run DuckDB SQL over the namespace's tables."""
-    from refluent.sinks.lake_maintenance import query as run_query
+    import pyarrow as pa
 
-    if fmt not in ("table", "jsonl"):
-        raise typer.BadParameter(f"{fmt!r} is not table or jsonl", param_hint="--format")
+    from refluent.lake.query import query as run_query
+    from refluent.lake.schema import as_text
+
+    if not sql.strip():
+        raise typer.BadParameter("is empty; give a query such as 'SELECT 1'", param_hint="SQL")
     catalog, ns = _open(namespace)
     result = run_query(catalog, ns, sql)
+    if result.num_columns == 0:
+        console.print("the statement ran; it returns no rows")
+        return
     names = _unique(result.column_names)
-    rows = zip(*(col.to_pylist() for col in result.columns), strict=True)
-    if fmt == "jsonl":
+    rows = list(zip(*(col.to_pylist() for col in result.columns), strict=True))
+    if fmt is OutputFormat.jsonl:
         for row in rows:
             typer.echo(orjson.dumps(dict(zip(names, row, strict=True)), default=str).decode())
         return
-    out = Table(caption=f"{result.num_rows} row(s)")
-    for name in names:
-        out.add_column(Text(name))
-    for row in rows:
-        out.add_row(*(_cell(v) for v in row))
-    console.print(out)
+    if fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([None if v is None else as_text(v) for v in row] for row in rows)
+        return
+    numeric = {name for name, field in zip(names, result.schema, strict=True)
+               if pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+               or pa.types.is_decimal(field.type)}
+    _print_rows(names, [[_cell(v) for v in row] for row in rows], right=numeric)
+    console.print(f"{result.num_rows} row(s)", style="dim")
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ ENGINE_TIMEOUT_S = 240
 
 def empty_namespace(settings: Settings) -> None:
     """Drop the tables of the demo's lake namespace (the broker starts with empty topics)."""
-    from refluent.sinks.iceberg import open_catalog
+    from refluent.lake.catalog import open_catalog
 
     catalog = open_catalog(settings)
     catalog.create_namespace_if_not_exists(settings.lake.namespace)
@@ -170,8 +170,8 @@ def _wait_for_engine(settings: Settings, bootstrap: str, sources: list[str],
 
 
 def _show_lake(settings: Settings, console: Console) -> int:
-    from refluent.sinks.iceberg import open_catalog
-    from refluent.sinks.lake_maintenance import query
+    from refluent.lake.catalog import open_catalog
+    from refluent.lake.query import query
 
     catalog = open_catalog(settings)
     ns = settings.lake.namespace

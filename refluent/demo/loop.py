@@ -247,8 +247,8 @@ def _learn(settings: Settings, bootstrap: str, console: Console, registry: Any,
 
 
 def _land(settings: Settings, bootstrap: str, console: Console) -> dict[str, Any]:
-    from refluent.sinks.iceberg import open_catalog
-    from refluent.sinks.lake_maintenance import query
+    from refluent.lake.catalog import open_catalog
+    from refluent.lake.query import query
     from refluent.sinks.pipeline import SinkPipeline, lake_routes
 
     with console.status("landing predictions and examples in Iceberg..."):

@@ -37,8 +37,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from refluent.errors import require
+from refluent.lake.mappings import ColumnSpec, TableMapping
+from refluent.lake.schema import to_json
 from refluent.models.base import Scored, Task, positive_class
-from refluent.sinks.iceberg import ColumnSpec, TableMapping, to_json
 
 if TYPE_CHECKING:
     from refluent.sinks.base import SinkRecord

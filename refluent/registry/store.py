@@ -78,6 +78,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from refluent.lake.catalog import (
+    OPERATION_KEY,
+    ensure_table,
+    identifier,
+    open_catalog,
+    transaction,
+)
 from refluent.models.base import ServableModel
 from refluent.models.kinds import is_known_kind, load_model
 from refluent.registry.base import CHAMPION, AliasEvent, Checkpoint, ModelRegistry, ModelVersion
@@ -93,13 +100,6 @@ from refluent.registry.errors import (
     UnknownAliasError,
     UnknownModelError,
     UnknownModelVersionError,
-)
-from refluent.sinks.iceberg import (
-    OPERATION_KEY,
-    ensure_table,
-    identifier,
-    open_catalog,
-    transaction,
 )
 
 try:
@@ -821,7 +821,7 @@ class IcebergModelRegistry(ModelRegistry):
         Raises:
             ArtifactError: the artifact root cannot be listed.
         """
-        from refluent.sinks.lake_maintenance import delete_unreferenced_files
+        from refluent.lake.maintenance import delete_unreferenced_files
 
         referenced = {v.artifact_uri for v, _ in self._rows(VERSIONS_TABLE)}
         referenced |= {cp.artifact_uri for cp, _ in self._rows(CHECKPOINTS_TABLE)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from refluent.errors import RefluentError
 
 
@@ -26,3 +28,18 @@ class SinkOffsetsAheadError(SinkError):
                          "was recreated or truncated; to read it from its beginning run "
                          f"`refluent lake reset-offsets {sink.rsplit('.', 1)[-1]}` (rows "
                          "already in the table stay)")
+
+
+class UnknownSinkError(SinkError):
+    """No sink class answers to a destination: its URL scheme is not registered, or the dotted
+    path of a user's class does not import or names no sink class."""
+
+    def __init__(self, destination: str, *, scheme: str | None = None,
+                 known: Sequence[str] = (), detail: str | None = None) -> None:
+        self.destination = destination
+        self.scheme = scheme
+        self.known = list(known)
+        if detail is None:
+            detail = (f"unknown scheme {scheme!r} (known: {', '.join(self.known) or 'none'}; "
+                      "or the dotted path of your own Sink subclass, such as mypkg.sinks.MySink)")
+        super().__init__(destination, detail)

@@ -6,25 +6,25 @@ sinks' offsets rather than the group's. Records that do not decode, and rows a l
 rejects, go to ``<topic>.dlq`` before their offset can be committed. So after ``kill -9`` at any
 point, a restarted pipeline ends with the same rows and the same online values.
 
-Two standard pipelines:
+Two standard pipelines, each writing through the sink class its destination names (a URL
+scheme of :data:`refluent.sinks.base.SINK_BACKENDS`, or the dotted path of your own class):
 
-- :func:`lake_routes` (the mapping follows each topic's contract in the catalog): ``logs.*`` to
-  ``raw_logs_<source>``, ``cdc.<table>`` to ``cdc_<table>_changelog``, ``features.<view>`` to
-  ``features_<view>_history``, the loop's topics (``predictions``, ``examples``) to tables of
-  their own name.
-- :func:`online_routes`: ``features.<view>`` to the Redis online store with each view's TTL.
+- :func:`lake_routes` (``iceberg``; the mapping follows each topic's contract in the catalog):
+  ``logs.*`` to ``raw_logs_<source>``, ``cdc.<table>`` to ``cdc_<table>_changelog``,
+  ``features.<view>`` to ``features_<view>_history``, the loop's topics (``predictions``,
+  ``examples``) to tables of their own name.
+- :func:`online_routes` (``redis``): ``features.<view>`` to the online store with each view's TTL.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from refluent.config import Settings
-from refluent.sinks.base import BatchingSink, Sink, SinkRecord
+from refluent.sinks.base import Sink, SinkRecord, sink_class
 from refluent.sinks.errors import SinkOffsetsAheadError
 from refluent.streams.kafka import ConsumerLoop, LoopStats, Producer, StopSignal, exact_ends
 from refluent.streams.processing import DecodingHandler
@@ -33,6 +33,7 @@ from refluent.streams.topics import TopicCatalog
 if TYPE_CHECKING:
     from confluent_kafka import Message, TopicPartition
 
+    from refluent.lake.mappings import TableMapping
     from refluent.processors.features import View
 
 
@@ -76,11 +77,10 @@ class SinkPipeline:
         leave the partition to the group's committed offset)."""
         out: dict[tuple[str, int], int] = {}
         for sink in self.sinks:
-            own = getattr(sink, "start_offsets", None)
-            if own is None:
+            if not sink.keeps_offsets:
                 continue
             mine = [tp for tp in partitions if sink in self.routes.get(tp.topic, ())]
-            for key, offset in own(mine).items():
+            for key, offset in sink.start_offsets(mine).items():
                 out[key] = min(out.get(key, offset), offset)
         return out
 
@@ -96,12 +96,12 @@ class SinkPipeline:
         """
         stored: dict[str, dict[tuple[str, int], int]] = {}
         for sink in self.sinks:
-            read = getattr(sink, "committed_offsets", None)
-            if read is None:
+            if not sink.keeps_offsets:
                 continue
-            mine = {tp: o for tp, o in read().items() if sink in self.routes.get(tp[0], ())}
+            mine = {tp: o for tp, o in sink.committed_offsets().items()
+                    if sink in self.routes.get(tp[0], ())}
             if mine:
-                stored[getattr(sink, "identifier", type(sink).__name__)] = mine
+                stored[sink.name] = mine
         if not stored:
             return
         ends = exact_ends(self.settings.kafka, self.bootstrap_servers,
@@ -114,13 +114,12 @@ class SinkPipeline:
 
     def commit_ready(self) -> bool:
         """True when no sink holds unflushed records."""
-        return all(not isinstance(s, BatchingSink) or s.pending == 0 for s in self.sinks)
+        return all(sink.commit_ready() for sink in self.sinks)
 
     def flush_due(self) -> None:
         """Flush the batching sinks whose oldest buffered record has waited long enough."""
         for sink in self.sinks:
-            if isinstance(sink, BatchingSink):
-                sink.flush_if_due()
+            sink.flush_if_due()
 
     def flush_all(self, *_: Any) -> None:
         """Flush every sink (on rebalance and at the end)."""
@@ -148,7 +147,7 @@ class SinkPipeline:
             by_topic.setdefault(record.topic, []).append(record)
         for topic, records in by_topic.items():
             for sink in self.routes.get(topic, ()):
-                if getattr(sink, "start_offsets", None) is not None:
+                if sink.keeps_offsets:
                     sink.write(records)
 
     def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
@@ -190,13 +189,8 @@ class SinkPipeline:
             handler.router.producer.flush()
             self.rejected_by_sinks += 1
 
-        # Only lake sinks reject rows; don't import pyiceberg for pipelines without one.
-        iceberg = sys.modules.get("refluent.sinks.iceberg")
-        if iceberg is None:
-            return
-        IcebergSink = iceberg.IcebergSink  # noqa: N806
         for sink in self.sinks:
-            if isinstance(sink, IcebergSink) and sink.on_bad_record is None:
+            if sink.on_bad_record is None:
                 sink.on_bad_record = on_bad_record
 
 
@@ -232,17 +226,36 @@ def lake_table_for(topic: str) -> str:
     return f"raw_{kind}_{name}"
 
 
+LAKE_DESTINATION = "iceberg"
+"""The sink backend :func:`lake_routes` writes through unless told otherwise."""
+ONLINE_DESTINATION = "redis"
+"""The sink backend :func:`online_routes` writes through unless told otherwise."""
+
+
 def lake_routes(settings: Settings, topics: Sequence[str],
-                make_catalog: Callable[[], Any] | None = None) -> dict[str, list[Sink[Any]]]:
-    """An Iceberg sink per topic, with the mapping its contract in the topic catalog needs:
+                make_catalog: Callable[[], Any] | None = None, *,
+                destination: str = LAKE_DESTINATION) -> dict[str, list[Sink[Any]]]:
+    """A lake sink per topic, with the mapping its contract in the topic catalog needs:
     CDC envelopes become a changelog table, feature updates a history table, predictions a
     table with the features as served; other events (and topics the catalog does not know)
-    land as raw events."""
-    from refluent.sinks import iceberg
+    land as raw events.
+
+    Args:
+        settings: Refluent settings (``lake`` names the catalog and namespace).
+        topics: Topics to land.
+        make_catalog: Opens the catalog (default: the one of ``settings.lake``).
+        destination: Which sink class writes the tables (see
+            :func:`refluent.sinks.base.sink_class`); it is built as
+            ``cls(make_catalog, mapping, table, namespace)``, as
+            :class:`~refluent.sinks.iceberg.IcebergSink` is.
+    """
+    from refluent.lake import mappings as m
+    from refluent.lake.catalog import open_catalog
     from refluent.streams import contracts as c
     from refluent.streams.errors import UnknownTopicError
 
-    catalog = make_catalog or (lambda: iceberg.open_catalog(settings))
+    sink_cls: Any = sink_class(destination)
+    catalog = make_catalog or (lambda: open_catalog(settings))
     topic_catalog = TopicCatalog.from_settings(settings.topics)
     routes: dict[str, list[Sink[Any]]] = {}
     for topic in topics:
@@ -250,25 +263,33 @@ def lake_routes(settings: Settings, topics: Sequence[str],
             contract = topic_catalog.get(topic).contract
         except UnknownTopicError:
             contract = None
-        mapping: iceberg.TableMapping
+        mapping: TableMapping
         if contract is c.CdcEnvelope:
             pk = settings.topics.cdc_primary_keys.get(topic.removeprefix("cdc."), ["id"])
-            mapping = iceberg.CdcChangelogTable(primary_key=tuple(pk))
+            mapping = m.CdcChangelogTable(primary_key=tuple(pk))
         elif contract is c.FeatureUpdate:
-            mapping = iceberg.FeatureHistoryTable()
+            mapping = m.FeatureHistoryTable()
         elif contract is c.Prediction:
-            mapping = iceberg.PredictionsTable()
+            mapping = m.PredictionsTable()
         else:
-            mapping = iceberg.RawEventsTable()
-        routes[topic] = [iceberg.IcebergSink(catalog, mapping, lake_table_for(topic),
-                                             settings.lake.namespace)]
+            mapping = m.RawEventsTable()
+        routes[topic] = [sink_cls(catalog, mapping, lake_table_for(topic),
+                                  settings.lake.namespace)]
     return routes
 
 
-def online_routes(settings: Settings, views: Sequence[View]) -> dict[str, list[Sink[Any]]]:
-    """One Redis online store for every view's ``features.<view>`` topic."""
-    from refluent.sinks.redis import RedisOnlineStore
+def online_routes(settings: Settings, views: Sequence[View], *,
+                  destination: str = ONLINE_DESTINATION) -> dict[str, list[Sink[Any]]]:
+    """One online store for every view's ``features.<view>`` topic.
 
+    Args:
+        settings: Refluent settings (``redis`` names the store).
+        views: The views whose updates to write.
+        destination: Which sink class writes them (see :func:`refluent.sinks.base.sink_class`);
+            it is built as ``cls.from_settings(settings, ttls)``, as
+            :class:`~refluent.sinks.redis.RedisOnlineStore` is, with each view's TTL by name.
+    """
+    sink_cls: Any = sink_class(destination)
     ttls: dict[str, timedelta] = {v.name: v.ttl for v in views}
-    store = RedisOnlineStore.from_settings(settings, ttls)
+    store = sink_cls.from_settings(settings, ttls)
     return {v.topic: [store] for v in views}

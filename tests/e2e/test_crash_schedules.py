@@ -56,8 +56,10 @@ import pytest
 from refluent.config import Settings
 from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
+from refluent.lake.catalog import load_table, open_catalog
+from refluent.lake.errors import LakeTableNotFoundError
+from refluent.lake.offsets import read_offsets
 from refluent.online_store.redis import RedisOnlineReader
-from refluent.sinks.iceberg import LakeTableNotFoundError, load_table, open_catalog, read_offsets
 from refluent.sinks.pipeline import lake_table_for
 from refluent.streams.kafka import Producer, TopicAdmin, group_lag, wait_until_committed
 from refluent.streams.topics import TopicCatalog

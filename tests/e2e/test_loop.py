@@ -39,11 +39,11 @@ from support.qa import logreg
 from refluent.config import Settings
 from refluent.embedded.commands import RefluentCommand
 from refluent.embedded.services import check_lake
+from refluent.lake.catalog import load_table, open_catalog
 from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
 from refluent.serving.scorer import prediction_id
-from refluent.sinks.iceberg import load_table, open_catalog
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction, PredictionRequest
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.io import TailRecord

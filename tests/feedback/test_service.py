@@ -21,10 +21,10 @@ from support.qa import qa_records as shared_qa_records
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.feedback.service import FeedbackService
+from refluent.lake.catalog import load_table, open_catalog
 from refluent.models.river import RiverModel
 from refluent.online_learning.metrics import ProgressiveMetrics
 from refluent.registry import ModelRegistry
-from refluent.sinks.iceberg import load_table, open_catalog
 from refluent.streams.contracts import Feedback, LabeledExample, Prediction
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer

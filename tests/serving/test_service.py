@@ -632,8 +632,8 @@ def test_cli_serve__answers_kafka_and_http_then_stops_cleanly_on_sigterm(
 
 @pytest.mark.integration
 def test_lake__predictions_land_with_the_features_served_queryable(env: Env) -> None:
-    from refluent.sinks.iceberg import open_catalog
-    from refluent.sinks.lake_maintenance import query
+    from refluent.lake.catalog import open_catalog
+    from refluent.lake.query import query
     from refluent.sinks.pipeline import SinkPipeline, lake_routes, lake_table_for
 
     env.registry.register("churn", trained_river(0), alias="champion")

@@ -7,27 +7,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
-from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import IntegerType, LongType, NestedField, StringType, TimestamptzType
 
 from refluent.embedded.services import lake_catalog
+from refluent.lake.errors import LakeRowError
+from refluent.lake.mappings import CdcChangelogTable, RawEventsTable, TableMapping
+from refluent.lake.offsets import OFFSETS_KEY, decode_offsets
 from refluent.sinks.base import SinkRecord
-from refluent.sinks.iceberg import (
-    OFFSETS_KEY,
-    CdcChangelogTable,
-    FeatureHistoryTable,
-    IcebergSink,
-    LakeRowError,
-    RawEventsTable,
-    TableMapping,
-    decode_offsets,
-    read_offsets,
-)
-from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
+from refluent.sinks.iceberg import IcebergSink
+from refluent.streams.contracts import CdcEnvelope, LogEvent
 
 pytestmark = pytest.mark.integration
 
@@ -108,21 +98,6 @@ def test_write__rows_land_in_one_partition_per_event_day(catalog: Any) -> None:
     days = {task.file.partition[0] for task in sink.table.scan().plan_files()}
     assert len(days) == 2
     assert len(sink.table.metadata.snapshots) == 1
-
-
-def test_raw_events__flatten_scalars_and_keep_the_whole_event(catalog: Any) -> None:
-    sink = _sink(catalog)
-    (rec,) = _log_records(1)
-    sink.write([rec, SinkRecord(TOPIC, 0, 1, b"u9", None, timestamp_ms=1_709_340_000_000)])
-    sink.flush()
-    row, tomb = _rows(sink, "offset", "key", "event_time", "message", "entity_id", "level",
-                      "payload")
-    assert row["event_time"] == T0
-    assert (row["message"], row["entity_id"], row["level"]) == ("m0", "u0", "info")
-    assert orjson.loads(row["payload"])["attributes"] == {"i": 0}
-    assert "attributes" not in sink.table.schema().column_names  # not a scalar
-    assert tomb["payload"] is None and tomb["key"] == "u9"
-    assert tomb["event_time"] == datetime.fromtimestamp(1_709_340_000, tz=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,85 +244,8 @@ def test_metrics__commit_latency_is_observed(catalog: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# schema evolution
+# rows a mapping skips or rejects
 # ---------------------------------------------------------------------------------------------
-
-
-def _raw(offset: int, value: dict[str, Any]) -> SinkRecord[Any]:
-    return SinkRecord("events", 0, offset, None, value,
-                      timestamp_ms=int(T0.timestamp() * 1000))
-
-
-def test_schema__a_new_field_adds_a_column(catalog: Any) -> None:
-    sink = _sink(catalog, table="evolving")
-    sink.write([_raw(0, {"a": 1})])
-    sink.flush()
-    assert "b" not in sink.table.schema().column_names
-    sink.write([_raw(1, {"a": 2, "b": "x", "c": None})])
-    sink.flush()
-    schema = sink.table.schema()
-    assert isinstance(schema.find_field("b").field_type, StringType)
-    assert "c" not in schema.column_names  # all-null: no type to give it yet
-    assert _rows(sink, "offset", "a", "b") == [
-        {"offset": 0, "a": 1, "b": None}, {"offset": 1, "a": 2, "b": "x"}]
-
-
-def test_schema__a_conflicting_value_goes_to_a_text_column_not_a_failure(catalog: Any) -> None:
-    sink = _sink(catalog, table="conflicts", max_records=100)
-    sink.write([_raw(0, {"a": 1, "f": 0.5})])
-    sink.flush()
-    sink.write([_raw(1, {"a": "oops", "f": 2}), _raw(2, {"a": 2.5, "f": True})])
-    sink.flush()
-    assert isinstance(sink.table.schema().find_field("a").field_type, LongType)
-    assert _rows(sink, "offset", "a", "a__string", "f", "f__string") == [
-        {"offset": 0, "a": 1, "a__string": None, "f": 0.5, "f__string": None},
-        {"offset": 1, "a": None, "a__string": "oops", "f": 2.0, "f__string": None},
-        {"offset": 2, "a": None, "a__string": "2.5", "f": None, "f__string": "true"},
-    ]
-
-
-def test_schema__an_int_column_is_widened_to_long(catalog: Any) -> None:
-    mapping = RawEventsTable()
-    base = mapping.schema()
-    schema = Schema(*base.fields, NestedField(99, "n", IntegerType(), required=False))
-    catalog.create_namespace_if_not_exists("lab")
-    catalog.create_table("lab.legacy", schema=schema, partition_spec=mapping.partition_spec(
-        schema))
-    sink = _sink(catalog, mapping, table="legacy")
-    sink.write([_raw(0, {"n": 7}), _raw(1, {"n": 2**40})])
-    sink.flush()
-    assert isinstance(sink.table.schema().find_field("n").field_type, LongType)
-    assert [r["n"] for r in _rows(sink, "offset", "n")] == [7, 2**40]
-
-
-# ---------------------------------------------------------------------------------------------
-# CDC changelog and feature history
-# ---------------------------------------------------------------------------------------------
-
-
-def test_cdc_changelog__rows_carry_op_key_position_and_source_time(catalog: Any) -> None:
-    sink = _sink(catalog, CdcChangelogTable(), table="cdc_customers")
-    sink.write([
-        SinkRecord("cdc.customers", 0, 0, b"1", _cdc("c", 1, 42, "a@x.io")),
-        SinkRecord("cdc.customers", 0, 1, b"1", _cdc("u", 1, 1042, "b@x.io")),
-        SinkRecord("cdc.customers", 0, 2, b"1", _cdc("d", 1, 2042)),
-        SinkRecord("cdc.customers", 0, 3, b"1", None),  # tombstone
-    ])
-    sink.flush()
-    rows = _rows(sink, "offset", "op", "key", "position", "source_ts", "ts_ms", "email",
-                 "before", "after")
-    assert [r["op"] for r in rows] == ["c", "u", "d"]
-    assert {r["key"] for r in rows} == {"1"}
-    assert [r["position"] for r in rows] == sorted(r["position"] for r in rows)
-    assert rows[0]["position"] == "00000000000000000042"
-    assert rows[0]["source_ts"] == datetime.fromtimestamp(1_709_320_000.042, tz=UTC)
-    assert rows[0]["ts_ms"] == 1_709_330_000_042
-    assert [r["email"] for r in rows] == ["a@x.io", "b@x.io", "old"]  # d: the before-row
-    assert orjson.loads(rows[1]["after"]) == {"id": 1, "email": "b@x.io"}
-    assert rows[2]["after"] is None
-    (part,) = sink.table.spec().fields
-    assert sink.table.schema().find_field(part.source_id).name == "source_ts"
-    assert sink.committed_offsets() == {("cdc.customers", 0): 4}  # the tombstone counts
 
 
 def test_cdc_changelog__a_batch_of_only_tombstones_still_moves_the_offsets(catalog: Any) -> None:
@@ -356,18 +254,6 @@ def test_cdc_changelog__a_batch_of_only_tombstones_still_moves_the_offsets(catal
     sink.flush()
     assert sink.committed_offsets() == {("cdc.customers", 1): 10}
     assert sink.table.scan().to_arrow().num_rows == 0
-
-
-def test_cdc_changelog__mysql_positions_and_wire_dicts(catalog: Any) -> None:
-    sink = _sink(catalog, CdcChangelogTable(primary_key=("tenant", "id")), table="cdc_mysql")
-    wire = {"before": None, "after": {"tenant": "t1", "id": 5, "op": "shadowed"}, "op": "c",
-            "source": {"connector": "mysql", "ts_ms": 1_709_320_000_000,
-                       "file": "mysql-bin.000003", "pos": 154, "row": 1}}
-    sink.write([SinkRecord("cdc.orders", 0, 0, None, wire)])
-    sink.flush()
-    (row,) = _rows(sink, "key", "position", "op", "op_")
-    assert row == {"key": "t1|5", "position": "mysql-bin.000003/00000000000000000154/"
-                   "00000000000000000001", "op": "c", "op_": "shadowed"}
 
 
 def test_cdc_changelog__a_bad_record_names_its_coordinates(catalog: Any) -> None:
@@ -393,32 +279,3 @@ def test_cdc_changelog__a_bad_record_goes_to_the_callback_and_is_skipped(catalog
     replay.write([SinkRecord("cdc.customers", 0, 0, None, {"op": "c"})])
     replay.flush()
     assert len(rejected) == 1  # a replayed bad record is not dead-lettered twice
-
-
-def test_feature_history__each_feature_is_a_column(catalog: Any) -> None:
-    sink = _sink(catalog, FeatureHistoryTable(), table="features_user")
-    update = FeatureUpdate(view="user_activity", entity_id="u1", event_time=T0,
-                           values={"clicks_1h": 3, "ctr": 0.25, "emb": [0.5, 1.0],
-                                   "view": "shadowed"},
-                           sequence=12, source_topic="logs.app", source_partition=1,
-                           source_offset=12)
-    sink.write([SinkRecord("features.user_activity", 0, 0, b"u1", update)])
-    sink.flush()
-    (row,) = _rows(sink, "view", "entity_id", "event_time", "deleted", "sequence",
-                   "source_offset", "clicks_1h", "ctr", "emb", "view_")
-    assert row == {"view": "user_activity", "entity_id": "u1", "event_time": T0,
-                   "deleted": False, "sequence": 12, "source_offset": 12, "clicks_1h": 3,
-                   "ctr": 0.25, "emb": [0.5, 1.0], "view_": "shadowed"}
-    assert isinstance(sink.table.schema().find_field("event_time").field_type,
-                      TimestamptzType)
-
-
-def test_read_offsets__skips_snapshots_made_by_other_tools(catalog: Any) -> None:
-    sink = _sink(catalog)
-    sink.write(_log_records(2, partitions=1))
-    sink.flush()
-    sink.table.delete("offset = 0")  # a commit without refluent.offsets
-    sink.table.refresh()
-    # Summary.__getitem__ answers None for a missing key, so `in` is always True: use get.
-    assert sink.table.current_snapshot().summary.get(OFFSETS_KEY) is None
-    assert read_offsets(sink.table) == {(TOPIC, 0): 2}

@@ -19,11 +19,12 @@ from pydantic import BaseModel
 from refluent.config import Settings
 from refluent.embedded.services import check_lake
 from refluent.engines.memory import InMemoryRunner
+from refluent.lake.catalog import load_table, open_catalog
+from refluent.lake.offsets import read_offsets
 from refluent.online_store.redis import RedisOnlineReader
 from refluent.processors.aggregations import Aggregation
 from refluent.processors.features import EntityStateView, FeatureView, only_ops
 from refluent.processors.windows import Hopping, Tumbling
-from refluent.sinks.iceberg import load_table, open_catalog, read_offsets
 from refluent.sinks.pipeline import (
     PipelineStats,
     SinkPipeline,
@@ -352,8 +353,8 @@ def test_lake__a_recreated_topic_stops_the_sink_until_its_offsets_are_reset(
         lake: Lake) -> None:
     from confluent_kafka.admin import AdminClient
 
+    from refluent.lake.offsets import reset_offsets
     from refluent.sinks.errors import SinkOffsetsAheadError
-    from refluent.sinks.iceberg import reset_offsets
 
     spec = unique_topic(lake.settings, "logs.app", partitions=1)
     produce(lake.settings, spec.name, logs(30))

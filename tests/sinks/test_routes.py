@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from refluent.config import Settings
-from refluent.sinks import iceberg
+from refluent.lake.mappings import (
+    CdcChangelogTable,
+    FeatureHistoryTable,
+    PredictionsTable,
+    RawEventsTable,
+)
 from refluent.sinks.pipeline import lake_routes
 
 pytestmark = pytest.mark.unit
@@ -17,10 +22,10 @@ def test_lake_routes__choose_the_mapping_from_the_topics_contract() -> None:
               "somewhere.else"]
     routes = lake_routes(settings, topics, make_catalog=lambda: None)
     mappings = {t: routes[t][0].mapping for t in topics}  # type: ignore[attr-defined]
-    assert isinstance(mappings["cdc.orders"], iceberg.CdcChangelogTable)
+    assert isinstance(mappings["cdc.orders"], CdcChangelogTable)
     assert mappings["cdc.orders"].primary_key == ("order_id",)
-    assert isinstance(mappings["features.activity"], iceberg.FeatureHistoryTable)
-    assert isinstance(mappings["predictions"], iceberg.PredictionsTable)
+    assert isinstance(mappings["features.activity"], FeatureHistoryTable)
+    assert isinstance(mappings["predictions"], PredictionsTable)
     # Other contracts, and topics the catalog does not know, land as raw events.
     for topic in ("logs.app", "examples", "somewhere.else"):
-        assert type(mappings[topic]) is iceberg.RawEventsTable, topic
+        assert type(mappings[topic]) is RawEventsTable, topic

@@ -1,4 +1,4 @@
-"""Lake maintenance, CDC state and queries against a real SQLite-backed Iceberg catalog."""
+"""Lake maintenance and CDC state against a real SQLite-backed Iceberg catalog."""
 
 from __future__ import annotations
 
@@ -6,50 +6,23 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 import pytest
-from typer.testing import CliRunner
 
-from refluent.embedded.services import lake_catalog
-from refluent.sinks import lake_maintenance as lm
+from refluent.lake import maintenance as lm
+from refluent.lake.errors import LakeTableNotFoundError
+from refluent.lake.offsets import OFFSETS_KEY, read_offsets
 from refluent.sinks.base import SinkRecord
-from refluent.sinks.iceberg import (
-    OFFSETS_KEY,
-    CdcChangelogTable,
-    IcebergSink,
-    LakeNamespaceNotFoundError,
-    LakeQueryError,
-    LakeTableNotFoundError,
-    RawEventsTable,
-    TableMapping,
-    read_offsets,
-)
+from refluent.sinks.iceberg import IcebergSink
 from refluent.streams.contracts import CdcEnvelope
+
+if TYPE_CHECKING:
+    from tests.lake.conftest import Lab
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 3, 1, 22, 0, tzinfo=UTC)
-CDC = "cdc.customers"
-
-
-@pytest.fixture()
-def lake(tmp_path: Path) -> tuple[str, str]:
-    (tmp_path / "warehouse").mkdir()
-    return f"sqlite:///{tmp_path / 'catalog.db'}", (tmp_path / "warehouse").as_uri()
-
-
-@pytest.fixture()
-def catalog(lake: tuple[str, str]) -> Any:
-    return lake_catalog(*lake)
-
-
-def _sink(catalog: Any, table: str = "raw", mapping: TableMapping | None = None) -> IcebergSink:
-    sink = IcebergSink(catalog, mapping or RawEventsTable(), table, namespace="lab",
-                       max_records=1000, max_seconds=3600)
-    sink.setup()
-    return sink
 
 
 def _commit_events(sink: IcebergSink, commits: int, per_commit: int = 3, start: int = 0) -> None:
@@ -89,8 +62,8 @@ def _local(uri: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_compact__rewrites_small_files_per_partition_and_keeps_the_offsets(catalog: Any) -> None:
-    sink = _sink(catalog)
+def test_compact__rewrites_small_files_per_partition_and_keeps_the_offsets(lab: Lab) -> None:
+    sink = lab.sink()
     _commit_events(sink, 6)  # 6 commits x 2 event days = 12 small files
     assert len(_live_data_files(sink)) == 12
     offsets = sink.committed_offsets()
@@ -105,23 +78,23 @@ def test_compact__rewrites_small_files_per_partition_and_keeps_the_offsets(catal
     assert _ns(sink) == list(range(18))
     head = sink.table.current_snapshot()
     assert head.summary.get(OFFSETS_KEY) is not None
-    restarted = _sink(catalog)
+    restarted = lab.sink()
     assert restarted.committed_offsets() == offsets == {("logs.app", 0): 18}
     # The restarted sink still drops what the table holds.
     _commit_events(restarted, 7)
     assert _ns(restarted) == list(range(21))
 
 
-def test_compact__leaves_partitions_with_one_small_file_and_big_files_alone(catalog: Any) -> None:
-    sink = _sink(catalog)
+def test_compact__leaves_partitions_with_one_small_file_and_big_files_alone(lab: Lab) -> None:
+    sink = lab.sink()
     _commit_events(sink, 1)
     assert lm.compact(sink.table, target_file_rows=1000).files_removed == 0
     _commit_events(sink, 2, start=3)
     assert lm.compact(sink.table, target_file_rows=1).files_removed == 0
 
 
-def test_compact__cuts_target_sized_files_and_a_second_run_rewrites_nothing(catalog: Any) -> None:
-    sink = _sink(catalog)
+def test_compact__cuts_target_sized_files_and_a_second_run_rewrites_nothing(lab: Lab) -> None:
+    sink = lab.sink()
     _commit_events(sink, 6)  # 10 and 8 rows in 6 files per event day
     result = lm.compact(sink.table, target_file_rows=4)
     assert (result.files_removed, result.files_added) == (12, 5)
@@ -132,11 +105,11 @@ def test_compact__cuts_target_sized_files_and_a_second_run_rewrites_nothing(cata
 
 
 def test_compact__a_sink_commit_meanwhile_makes_compaction_plan_again(
-    catalog: Any, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink = _sink(catalog)
+    sink = lab.sink()
     _commit_events(sink, 4)
-    other = _sink(catalog)  # another process, committing while compaction works
+    other = lab.sink()  # another process, committing while compaction works
     real_write = lm._write_files
     calls = []
 
@@ -158,10 +131,8 @@ def test_compact__a_sink_commit_meanwhile_makes_compaction_plan_again(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_expire__keeps_the_newest_snapshots_and_deletes_only_unreachable_files(
-    catalog: Any,
-) -> None:
-    sink = _sink(catalog)
+def test_expire__keeps_the_newest_snapshots_and_deletes_only_unreachable_files(lab: Lab) -> None:
+    sink = lab.sink()
     _commit_events(sink, 5)
     lm.compact(sink.table, target_file_rows=1000)
     replaced = set(_live_data_files(sink))
@@ -183,8 +154,8 @@ def test_expire__keeps_the_newest_snapshots_and_deletes_only_unreachable_files(
     assert sink.committed_offsets() == {("logs.app", 0): 15}
 
 
-def test_expire__younger_snapshots_are_kept(catalog: Any) -> None:
-    sink = _sink(catalog)
+def test_expire__younger_snapshots_are_kept(lab: Lab) -> None:
+    sink = lab.sink()
     _commit_events(sink, 3)
     result = lm.expire_snapshots(sink.table, older_than=timedelta(hours=1), retain_last=1)
     assert result == lm.ExpireResult(0, 0)
@@ -192,11 +163,11 @@ def test_expire__younger_snapshots_are_kept(catalog: Any) -> None:
 
 
 def test_orphans__only_unreferenced_old_files_are_deleted(
-    catalog: Any, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pyiceberg.table import Transaction
 
-    sink = _sink(catalog)
+    sink = lab.sink()
     _commit_events(sink, 2)
     with monkeypatch.context() as m:  # a crashed commit leaves its data file behind
         m.setattr(Transaction, "commit_transaction", lambda self: (_ for _ in ()).throw(
@@ -231,9 +202,9 @@ def test_orphans__only_unreferenced_old_files_are_deleted(
     assert _ns(sink) == list(range(6))
 
 
-def test_maintain__compacts_expires_and_reports_every_table(catalog: Any) -> None:
-    a = _sink(catalog, "raw_a")
-    b = _sink(catalog, "raw_b")
+def test_maintain__compacts_expires_and_reports_every_table(lab: Lab, catalog: Any) -> None:
+    a = lab.sink("raw_a")
+    b = lab.sink("raw_b")
     _commit_events(a, 3)
     _commit_events(b, 1)
     report = lm.maintain(catalog, "lab", older_than=timedelta(0), retain_last=1,
@@ -249,8 +220,8 @@ def test_maintain__compacts_expires_and_reports_every_table(catalog: Any) -> Non
     assert len(_files_on_disk(_local(a.table.location()) / "data")) == 2
 
 
-def test_maintain__a_missing_table_is_reported_not_raised(catalog: Any) -> None:
-    _sink(catalog, "raw_a")
+def test_maintain__a_missing_table_is_reported_not_raised(lab: Lab, catalog: Any) -> None:
+    lab.sink("raw_a")
     report = lm.maintain(catalog, "lab", tables=["raw_a", "nope"])
     assert not report.ok
     assert report.tables[1].error is not None and "no such table" in report.tables[1].error
@@ -261,41 +232,24 @@ def test_maintain__a_missing_table_is_reported_not_raised(catalog: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _change(op: str, row_id: int, lsn: int, email: str = "", before_id: int | None = None
-            ) -> CdcEnvelope:
-    after = {"id": row_id, "email": email or f"{row_id}@{lsn}"} if op in ("c", "u", "r") else None
-    before = None
-    if op in ("u", "d"):
-        before = {"id": before_id if before_id is not None else row_id, "email": "old"}
-    return CdcEnvelope.model_validate({
-        "before": before, "after": after, "op": op, "ts_ms": 1_709_330_000_000 + lsn,
-        "source": {"connector": "postgresql", "ts_ms": 1_709_320_000_000 + lsn, "lsn": lsn},
-    })
-
-
-def _cdc_sink(catalog: Any, changes: list[tuple[int, int, CdcEnvelope | None]]) -> IcebergSink:
-    sink = _sink(catalog, "cdc_customers", CdcChangelogTable())
-    sink.write([SinkRecord(CDC, p, o, None, env) for p, o, env in changes])
-    sink.flush()
-    return sink
-
-
-def test_compact_cdc__latest_row_per_key_with_deletes_and_key_changes(catalog: Any) -> None:
-    _cdc_sink(catalog, [
-        (0, 0, _change("c", 1, 10)),
-        (0, 1, _change("u", 1, 20, "one@new")),
-        (0, 2, _change("c", 2, 30)),
-        (0, 3, _change("d", 2, 40)),
-        (0, 4, None),                           # tombstone of 2
-        (0, 5, _change("c", 3, 50)),
-        (0, 6, _change("d", 3, 60)),            # Debezium's primary-key change 3 -> 4:
-        (0, 7, None),                           # delete, tombstone, create
-        (1, 0, _change("c", 4, 61)),
-        (0, 8, _change("c", 5, 70)),
-        (0, 9, _change("u", 6, 80, before_id=5)),  # an update that moved the key 5 -> 6
-        (1, 1, _change("u", 7, 100, "seven@late")),  # arrives first, happened last
-        (0, 10, _change("c", 7, 90, "seven@early")),
-        (0, 11, _change("r", 8, 5)),            # snapshot read
+def test_compact_cdc__latest_row_per_key_with_deletes_and_key_changes(
+    lab: Lab, catalog: Any
+) -> None:
+    lab.cdc_sink([
+        (0, 0, lab.change("c", 1, 10)),
+        (0, 1, lab.change("u", 1, 20, "one@new")),
+        (0, 2, lab.change("c", 2, 30)),
+        (0, 3, lab.change("d", 2, 40)),
+        (0, 4, None),                                # tombstone of 2
+        (0, 5, lab.change("c", 3, 50)),
+        (0, 6, lab.change("d", 3, 60)),              # Debezium's primary-key change 3 -> 4:
+        (0, 7, None),                                # delete, tombstone, create
+        (1, 0, lab.change("c", 4, 61)),
+        (0, 8, lab.change("c", 5, 70)),
+        (0, 9, lab.change("u", 6, 80, before_id=5)),  # an update that moved the key 5 -> 6
+        (1, 1, lab.change("u", 7, 100, "seven@late")),  # arrives first, happened last
+        (0, 10, lab.change("c", 7, 90, "seven@early")),
+        (0, 11, lab.change("r", 8, 5)),              # snapshot read
     ])
     result = lm.compact_cdc(catalog, "cdc_customers", namespace="lab")
     assert result.target == "lab.cdc_customers_current"
@@ -307,103 +261,35 @@ def test_compact_cdc__latest_row_per_key_with_deletes_and_key_changes(catalog: A
     assert state.column_names[:3] == ["key", "position", "source_ts"]
 
 
-def test_compact_cdc__a_truncate_removes_every_earlier_row(catalog: Any) -> None:
+def test_compact_cdc__a_truncate_removes_every_earlier_row(lab: Lab, catalog: Any) -> None:
     truncate = CdcEnvelope.model_validate({
         "op": "t", "ts_ms": 1_709_330_000_000,
         "source": {"connector": "postgresql", "ts_ms": 1_709_320_000_200, "lsn": 200}})
-    _cdc_sink(catalog, [(0, 0, _change("c", 1, 10)), (0, 1, _change("c", 2, 20)),
-                        (0, 2, truncate), (0, 3, _change("c", 3, 210))])
+    lab.cdc_sink([(0, 0, lab.change("c", 1, 10)), (0, 1, lab.change("c", 2, 20)),
+                  (0, 2, truncate), (0, 3, lab.change("c", 3, 210))])
     result = lm.compact_cdc(catalog, "cdc_customers", "customers_state", namespace="lab")
     assert result.target == "lab.customers_state"
     state = catalog.load_table(result.target).scan().to_arrow()
     assert state.column("key").to_pylist() == ["3"]
 
 
-def test_compact_cdc__runs_again_replace_the_state_and_follow_new_columns(catalog: Any) -> None:
-    sink = _cdc_sink(catalog, [(0, 0, _change("c", 1, 10)), (0, 1, _change("c", 2, 20))])
+def test_compact_cdc__runs_again_replace_the_state_and_follow_new_columns(
+    lab: Lab, catalog: Any
+) -> None:
+    sink = lab.cdc_sink([(0, 0, lab.change("c", 1, 10)), (0, 1, lab.change("c", 2, 20))])
     lm.compact_cdc(catalog, "cdc_customers", namespace="lab")
     later = CdcEnvelope.model_validate({
         "before": {"id": 1, "email": "x"}, "after": {"id": 1, "email": "y", "vip": True},
         "op": "u", "source": {"connector": "postgresql", "ts_ms": 1_709_320_000_300, "lsn": 300}})
-    sink.write([SinkRecord(CDC, 0, 2, None, later), SinkRecord(CDC, 0, 3, None,
-                                                               _change("d", 2, 310))])
+    sink.write([SinkRecord("cdc.customers", 0, 2, None, later),
+                SinkRecord("cdc.customers", 0, 3, None, lab.change("d", 2, 310))])
     sink.flush()
     result = lm.compact_cdc(catalog, "cdc_customers", namespace="lab")
     state = catalog.load_table(result.target).scan().to_arrow().to_pylist()
     assert [(r["key"], r["email"], r["vip"]) for r in state] == [("1", "y", True)]
 
 
-def test_compact_cdc__an_unknown_table_names_the_ones_there(catalog: Any) -> None:
-    _sink(catalog, "raw")
+def test_compact_cdc__an_unknown_table_names_the_ones_there(lab: Lab, catalog: Any) -> None:
+    lab.sink("raw")
     with pytest.raises(LakeTableNotFoundError, match=r"lab\.cdc_nope.*tables: raw"):
         lm.compact_cdc(catalog, "cdc_nope", namespace="lab")
-
-
-# ---------------------------------------------------------------------------------------------
-# queries
-# ---------------------------------------------------------------------------------------------
-
-
-def test_query__duckdb_sees_every_table_of_the_namespace(catalog: Any) -> None:
-    _cdc_sink(catalog, [(0, 0, _change("c", 1, 10)), (0, 1, _change("c", 2, 20))])
-    raw = _sink(catalog, "raw")
-    _commit_events(raw, 1)
-    result = lm.query(catalog, "lab", """
-        SELECT c.key, count(r.n) AS events
-        FROM cdc_customers c LEFT JOIN raw r ON CAST(r.n AS VARCHAR) = c.key
-        GROUP BY c.key ORDER BY c.key""")
-    assert result.to_pylist() == [{"key": "1", "events": 1}, {"key": "2", "events": 1}]
-
-
-def test_query__bad_sql_and_unknown_namespaces_are_clear_errors(catalog: Any) -> None:
-    _sink(catalog, "raw")
-    with pytest.raises(LakeQueryError, match="nope"):
-        lm.query(catalog, "lab", "SELECT * FROM nope")
-    with pytest.raises(LakeNamespaceNotFoundError, match="namespace elsewhere"):
-        lm.query(catalog, "elsewhere", "SELECT 1")
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-
-
-def test_cli__tables_query_compact_cdc_and_maintain(
-    catalog: Any, lake: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from refluent.cli.lake import lake_app
-
-    monkeypatch.setenv("REFLUENT_LAKE__CATALOG_URI", lake[0])
-    monkeypatch.setenv("REFLUENT_LAKE__WAREHOUSE", lake[1])
-    monkeypatch.setenv("REFLUENT_LAKE__NAMESPACE", "lab")
-    monkeypatch.setenv("COLUMNS", "200")
-    _cdc_sink(catalog, [(0, 0, _change("c", 1, 10)), (0, 1, _change("d", 1, 20)),
-                        (0, 2, _change("c", 2, 30))])
-    runner = CliRunner()
-
-    out = runner.invoke(lake_app, ["tables"])
-    assert out.exit_code == 0, out.output
-    assert "cdc_customers" in out.output and "cdc.customers[0]=3" in out.output
-
-    out = runner.invoke(lake_app, ["compact-cdc", "cdc_customers", "--target", "customers"])
-    assert out.exit_code == 0, out.output
-    assert "lab.customers: 1 row(s)" in out.output
-
-    out = runner.invoke(lake_app, ["query", "SELECT key, email FROM customers", "-f", "jsonl"])
-    assert out.exit_code == 0, out.output
-    assert [orjson.loads(line) for line in out.output.splitlines()] == [
-        {"key": "2", "email": "2@30"}]
-
-    out = runner.invoke(lake_app, ["query", "SELECT op, count(*) AS n FROM cdc_customers "
-                                   "GROUP BY op ORDER BY op"])
-    assert out.exit_code == 0, out.output
-    assert "2 row(s)" in out.output
-
-    out = runner.invoke(lake_app, ["maintain", "--snapshot-age", "0s", "--orphan-age", "0s"])
-    assert out.exit_code == 0, out.output
-    assert "lab.cdc_customers" in out.output and "ok" in out.output
-
-    out = runner.invoke(lake_app, ["query", "SELEC nonsense"])
-    assert isinstance(out.exception, LakeQueryError)
-    out = runner.invoke(lake_app, ["maintain", "--orphan-age", "soon"])
-    assert out.exit_code == 2 and "duration" in out.output

@@ -1,5 +1,5 @@
-"""Keeping lake tables fast: snapshot expiry, orphan-file deletion, small-file compaction, the
-current state of a CDC changelog, and DuckDB queries over a namespace.
+"""Keeping lake tables fast: snapshot expiry, orphan-file deletion, small-file compaction and
+the current state of a CDC changelog.
 
 Iceberg commits get slower as metadata grows and scans slower as small files pile up, so a
 streaming writer needs these regularly (``refluent lake maintain``):
@@ -13,7 +13,6 @@ streaming writer needs these regularly (``refluent lake maintain``):
   commit that carries the sink's ``refluent.offsets`` forward, so compaction never makes the sink
   forget where it was (a concurrent sink commit makes compaction start over, never the reverse).
 - :func:`compact_cdc` writes the latest row of every entity in a changelog to a state table.
-- :func:`query` runs DuckDB SQL over the namespace's tables.
 
 Every function refreshes nothing it does not need and commits at most once per table.
 
@@ -21,8 +20,9 @@ Examples:
     >>> import tempfile
     >>> from pathlib import Path
     >>> from refluent.embedded.services import lake_catalog
+    >>> from refluent.lake.mappings import RawEventsTable
     >>> from refluent.sinks.base import SinkRecord
-    >>> from refluent.sinks.iceberg import IcebergSink, RawEventsTable
+    >>> from refluent.sinks.iceberg import IcebergSink
     >>> lake = Path(tempfile.mkdtemp())
     >>> catalog = lake_catalog(f"sqlite:///{lake / 'catalog.db'}", lake.as_uri())
     >>> sink = IcebergSink(catalog, RawEventsTable(), "clicks", namespace="demo")
@@ -32,8 +32,6 @@ Examples:
     ...     sink.flush()
     >>> compact(sink.table).files_removed
     3
-    >>> query(catalog, "demo", "SELECT count(*) AS rows, max(n) AS last FROM clicks").to_pylist()
-    [{'rows': 3, 'last': 2}]
     >>> sink.committed_offsets()
     {('logs.web', 0): 3}
 """
@@ -41,7 +39,6 @@ Examples:
 from __future__ import annotations
 
 import itertools
-import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -49,23 +46,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from refluent.errors import MissingExtraError, require
-from refluent.sinks.iceberg import (
-    ENFORCED_TABLE_PROPERTIES,
-    OFFSETS_KEY,
+from refluent.errors import MissingExtraError
+from refluent.lake.catalog import (
     OPERATION_KEY,
-    LakeCommitError,
-    LakeError,
-    LakeMaintenanceError,
-    LakeQueryError,
+    enforce_table_properties,
     ensure_table,
     identifier,
     load_table,
-    offsets_summary,
-    optional_schema,
+    qualified_name,
     table_names,
     transaction,
 )
+from refluent.lake.errors import LakeCommitError, LakeError, LakeMaintenanceError
+from refluent.lake.offsets import OFFSETS_KEY, offsets_summary
+from refluent.lake.query import duckdb_module, to_arrow
+from refluent.lake.schema import optional_schema
 
 try:
     import pyarrow as pa
@@ -73,7 +68,6 @@ try:
     from pyiceberg.exceptions import (
         CommitFailedException,
         CommitStateUnknownException,
-        NoSuchTableError,
         ValidationException,
     )
     from pyiceberg.expressions import AlwaysTrue
@@ -187,10 +181,6 @@ def _prop_int(table: Table, name: str, default: int) -> int:
         return default
 
 
-def _name(table: Table) -> str:
-    return ".".join(table.name())
-
-
 def _retrying(table: Table, step: str, attempt_fn: Callable[[], T]) -> T:
     """Run ``attempt_fn`` until its commit lands; refresh the table between tries."""
     last = ""
@@ -201,7 +191,7 @@ def _retrying(table: Table, step: str, attempt_fn: Callable[[], T]) -> T:
             last = f"{type(exc).__name__}: {exc}"
             table.refresh()
             time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-    raise LakeCommitError(_name(table), COMMIT_ATTEMPTS, f"{step}: {last}")
+    raise LakeCommitError(qualified_name(table), COMMIT_ATTEMPTS, f"{step}: {last}")
 
 
 def _ancestors(table: Table) -> list[Snapshot]:
@@ -308,10 +298,6 @@ def expire_snapshots(
     return ExpireResult(count, _delete_quietly(table, doomed))
 
 
-def _filesystem(table: Table) -> tuple[Any, str]:
-    return _filesystem_at(table.io, table.location())
-
-
 def _filesystem_at(io: Any, location: str) -> tuple[Any, str]:
     """The pyarrow filesystem ``io`` reaches ``location`` with (its credentials and endpoint),
     and the location as a path on it."""
@@ -362,7 +348,7 @@ def delete_orphan_files(
                                          dry_run=dry_run, now=now,
                                          keep_names=("version-hint.text",))
     except OSError as exc:
-        raise LakeMaintenanceError(_name(table), "delete orphan files", str(exc)) from exc
+        raise LakeMaintenanceError(qualified_name(table), "delete orphan files", str(exc)) from exc
 
 
 def delete_unreferenced_files(
@@ -450,15 +436,6 @@ def _write_files(table: Table, data: pa.Table, target_file_rows: int | None,
     return out
 
 
-def _require_own_retries(table: Table) -> None:
-    """Tables carrying sink offsets must not let pyiceberg re-send a stale summary."""
-    missing = {k: v for k, v in ENFORCED_TABLE_PROPERTIES.items()
-               if table.properties.get(k) != v}
-    if missing:
-        with table.transaction() as tx:
-            tx.set_properties(missing)
-
-
 def compact(
     table: Table,
     target_file_rows: int | None = None,
@@ -484,7 +461,7 @@ def compact(
         LakeCommitError: concurrent commits kept the compaction from landing.
     """
     if offsets_summary(table)[1] is not None:
-        _require_own_retries(table)
+        enforce_table_properties(table)
     target_bytes = _target_bytes(table, target_file_bytes)
 
     target = target_file_rows or target_bytes
@@ -519,7 +496,7 @@ def compact(
                 data = scan.to_table(tasks)
                 expected = sum(t.file.record_count for t in tasks)
                 if data.num_rows != expected:
-                    raise LakeMaintenanceError(_name(table), "compact",
+                    raise LakeMaintenanceError(qualified_name(table), "compact",
                                                f"read {data.num_rows} rows from files holding "
                                                f"{expected}; nothing rewritten")
                 writer_target = None
@@ -584,15 +561,6 @@ SELECT __idx FROM latest, truncated WHERE op <> 'd' AND ord > truncated.upto ORD
 """
 
 
-def _duckdb() -> Any:
-    return require("duckdb", "iceberg")
-
-
-def _to_arrow(relation: Any) -> pa.Table:
-    to_table = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
-    return to_table()
-
-
 def _latest_rows(changes: pa.Table) -> list[int]:
     """Row indices of the current state: the latest change per key, deletes and rows before the
     last truncate removed."""
@@ -601,10 +569,10 @@ def _latest_rows(changes: pa.Table) -> list[int]:
             for name in ("key", "before_key", "op", "position", "source_ts", "topic",
                          "partition", "offset")}
     cols["__idx"] = pa.array(range(changes.num_rows), pa.int64())
-    con = _duckdb().connect()
+    con = duckdb_module().connect()
     try:
         con.register("changes", pa.table(cols))
-        result = _to_arrow(con.sql(_LATEST_SQL))
+        result = to_arrow(con.sql(_LATEST_SQL))
     finally:
         con.close()
     return [int(i) for i in result.column("__idx").to_pylist()]
@@ -630,7 +598,7 @@ def compact_cdc(
         LakeTableNotFoundError: the changelog does not exist.
     """
     source = load_table(catalog, changelog, namespace)
-    src_name = _name(source)
+    src_name = qualified_name(source)
     target_id = identifier(target or f"{source.name()[-1]}_current",
                            src_name.rsplit(".", 1)[0])
     snapshot = source.current_snapshot()
@@ -667,41 +635,6 @@ def compact_cdc(
     _retrying(table, "compact-cdc", attempt)
     return CdcCompactionResult(src_name, target_id, state.num_rows,
                                snapshot.snapshot_id if snapshot else None)
-
-
-# ---------------------------------------------------------------------------------------------
-# queries
-# ---------------------------------------------------------------------------------------------
-
-
-def _mentions(sql: str, name: str) -> bool:
-    return re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", sql, re.IGNORECASE) is not None
-
-
-def query(catalog: Catalog, namespace: str, sql: str) -> pa.Table:
-    """Run DuckDB ``sql`` over the tables of ``namespace``, each a view named after the table
-    (read as of now through an Arrow scan; only tables the SQL mentions are read).
-
-    Raises:
-        LakeQueryError: DuckDB refused the SQL.
-    """
-    duckdb = _duckdb()
-    con = duckdb.connect()
-    try:
-        for name in table_names(catalog, namespace):
-            if not _mentions(sql, name):
-                continue
-            try:
-                table = catalog.load_table(f"{namespace}.{name}")
-            except NoSuchTableError:
-                continue  # dropped since listed
-            con.register(name, table.scan().to_arrow())
-        relation = con.sql(sql)
-        return _to_arrow(relation) if relation is not None else pa.table({})
-    except duckdb.Error as exc:
-        raise LakeQueryError(sql, str(exc).strip()) from exc
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------------------------
