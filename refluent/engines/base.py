@@ -24,7 +24,6 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +34,7 @@ from pydantic import BaseModel
 from refluent.config import Settings
 from refluent.engines.errors import UnknownEngineError
 from refluent.observability import metrics
+from refluent.plugins import ClassPathError, load_class
 from refluent.processors.features import View
 from refluent.processors.runtime import State, ViewRuntime, runtime_for
 from refluent.streams.contracts import FeatureUpdate
@@ -205,18 +205,12 @@ def engine_class(name: str) -> type[Engine]:
         UnknownEngineError: neither a known name nor an importable Engine subclass.
     """
     target = ENGINES.get(name, name)
-    module_name, sep, attr = target.partition(":")
-    if not sep:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
+    if "." not in target and ":" not in target:
         raise UnknownEngineError(name, sorted(ENGINES))
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownEngineError(name, sorted(ENGINES), f"{type(exc).__name__}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Engine)):
-        raise UnknownEngineError(name, sorted(ENGINES), f"{target} is not an Engine subclass")
-    return cls
+        return load_class(target, Engine)
+    except ClassPathError as exc:
+        raise UnknownEngineError(name, sorted(ENGINES), exc.detail) from exc
 
 
 def views_in(views: Sequence[View], names: Sequence[str] | None) -> list[View]:

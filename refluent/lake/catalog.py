@@ -8,8 +8,9 @@ retries itself, see :data:`ENFORCED_TABLE_PROPERTIES`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from refluent.errors import MissingExtraError
 from refluent.lake.errors import (
@@ -21,7 +22,12 @@ from refluent.lake.errors import (
 
 try:
     from pyiceberg.catalog import Catalog
-    from pyiceberg.exceptions import CommitFailedException, NoSuchNamespaceError, NoSuchTableError
+    from pyiceberg.exceptions import (
+        CommitFailedException,
+        CommitStateUnknownException,
+        NoSuchNamespaceError,
+        NoSuchTableError,
+    )
     from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table, Transaction
@@ -32,6 +38,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 if TYPE_CHECKING:
     from refluent.config import Settings
+
+T = TypeVar("T")
+
+COMMIT_CONFLICTS: tuple[type[Exception], ...] = (CommitFailedException,
+                                                 CommitStateUnknownException)
+"""What a commit raises when another writer committed first, or its outcome is unknown."""
 
 OPERATION_KEY = "refluent.operation"
 """Snapshot-summary key naming the Refluent operation that made the snapshot."""
@@ -191,3 +203,36 @@ def day_partition_spec(schema: Schema, column: str) -> PartitionSpec:
 def qualified_name(table: Table) -> str:
     """``namespace.table`` of a loaded table."""
     return ".".join(table.name())
+
+
+def retry_commit(attempt: Callable[[int], T], *, attempts: int,
+                 on_conflict: Callable[[], object],
+                 error: Callable[[int, str], Exception],
+                 conflicts: tuple[type[Exception], ...] = COMMIT_CONFLICTS,
+                 backoff_s: float = 0.05, max_backoff_s: float = 1.0) -> T:
+    """Run ``attempt(n)`` (n = 1, 2, ...) until it commits: a conflict calls ``on_conflict``
+    (re-read the table: the next attempt works against the new head), waits an exponential
+    backoff and tries again, at most ``attempts`` times; then raises ``error(attempts, last
+    conflict)``. Anything but a conflict propagates at once.
+
+    Examples:
+        >>> tries = []
+        >>> def attempt(n):
+        ...     tries.append(n)
+        ...     if n < 3:
+        ...         raise CommitFailedException("someone committed first")
+        ...     return "landed"
+        >>> retry_commit(attempt, attempts=4, on_conflict=lambda: None, backoff_s=0,
+        ...              error=lambda n, last: RuntimeError(last)), tries
+        ('landed', [1, 2, 3])
+    """
+    last = ""
+    for n in range(1, attempts + 1):
+        try:
+            return attempt(n)
+        except conflicts as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            on_conflict()
+            if n < attempts:
+                time.sleep(min(backoff_s * 2 ** (n - 1), max_backoff_s))
+    raise error(attempts, last)

@@ -48,12 +48,14 @@ from typing import Any, TypeVar
 
 from refluent.errors import MissingExtraError
 from refluent.lake.catalog import (
+    COMMIT_CONFLICTS,
     OPERATION_KEY,
     enforce_table_properties,
     ensure_table,
     identifier,
     load_table,
     qualified_name,
+    retry_commit,
     table_names,
     transaction,
 )
@@ -67,7 +69,6 @@ try:
     from pyiceberg.catalog import Catalog
     from pyiceberg.exceptions import (
         CommitFailedException,
-        CommitStateUnknownException,
         ValidationException,
     )
     from pyiceberg.expressions import AlwaysTrue
@@ -183,15 +184,10 @@ def _prop_int(table: Table, name: str, default: int) -> int:
 
 def _retrying(table: Table, step: str, attempt_fn: Callable[[], T]) -> T:
     """Run ``attempt_fn`` until its commit lands; refresh the table between tries."""
-    last = ""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        try:
-            return attempt_fn()
-        except (CommitFailedException, CommitStateUnknownException, ValidationException) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-            table.refresh()
-            time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-    raise LakeCommitError(qualified_name(table), COMMIT_ATTEMPTS, f"{step}: {last}")
+    return retry_commit(
+        lambda _: attempt_fn(), attempts=COMMIT_ATTEMPTS, on_conflict=table.refresh,
+        conflicts=(*COMMIT_CONFLICTS, ValidationException),
+        error=lambda n, last: LakeCommitError(qualified_name(table), n, f"{step}: {last}"))
 
 
 def _ancestors(table: Table) -> list[Snapshot]:

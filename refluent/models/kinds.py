@@ -18,12 +18,12 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from refluent.models.base import ModelKind, ServableModel
 from refluent.models.errors import UnknownModelKindError
+from refluent.plugins import ClassPathError, load_class
 
 BUILTIN_KINDS: dict[str, str] = {
     "river": "refluent.models.river:RiverModel",
@@ -37,22 +37,12 @@ _resolved: dict[str, type[ServableModel]] = {}
 
 
 def _import(kind: str, path: str) -> type[ServableModel]:
-    if ":" in path:
-        module_name, _, attr = path.partition(":")
-    else:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise UnknownModelKindError(kind, KINDS)
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
+        return load_class(path, ServableModel)
+    except ClassPathError as exc:
         if path in BUILTIN_KINDS.values():
             raise  # a bug, not a user's mistake
-        raise UnknownModelKindError(kind, KINDS, f"module {module_name!r} not found") from exc
-    cls = getattr(module, attr, None)
-    if not isinstance(cls, type) or not issubclass(cls, ServableModel):
-        raise UnknownModelKindError(kind, KINDS, f"{path!r} is not a ServableModel class")
-    return cls
+        raise UnknownModelKindError(kind, KINDS, exc.detail) from exc
 
 
 def model_class(kind: ModelKind) -> type[ServableModel]:

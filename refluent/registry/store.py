@@ -69,7 +69,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -83,6 +82,7 @@ from refluent.lake.catalog import (
     ensure_table,
     identifier,
     open_catalog,
+    retry_commit,
     transaction,
 )
 from refluent.models.base import ServableModel
@@ -107,7 +107,6 @@ try:
     from pyiceberg.catalog import Catalog
     from pyiceberg.exceptions import (
         CommitFailedException,
-        CommitStateUnknownException,
         NoSuchTableError,
     )
     from pyiceberg.expressions import In
@@ -407,23 +406,22 @@ class IcebergModelRegistry(ModelRegistry):
         """One optimistic commit to ``key``: ``change`` puts it on a transaction, given the
         table and its current rows (False: nothing to do); on a conflict the table is re-read
         and ``change`` called again."""
-        last = ""
-        for attempt in range(1, self.commit_attempts + 1):
+        name = identifier(key, self.namespace)
+
+        def attempt(n: int) -> None:
             with self._lock:
                 table = self._table(key)
                 try:
                     tx = transaction(table)
-                    if not change(tx, table, self._rows(key, table)):
-                        return
-                    tx.commit_transaction()
-                    return
-                except (CommitFailedException, CommitStateUnknownException) as exc:
-                    last = f"{type(exc).__name__}: {exc}"
+                    if change(tx, table, self._rows(key, table)):
+                        tx.commit_transaction()
                 except (OSError, ValueError, TypeError, NoSuchTableError) as exc:
-                    raise RegistryCommitError(identifier(key, self.namespace), attempt,
-                                              f"{type(exc).__name__}: {exc}") from exc
-            time.sleep(min(0.02 * 2 ** (attempt - 1), 0.5))
-        raise RegistryCommitError(identifier(key, self.namespace), self.commit_attempts, last)
+                    raise RegistryCommitError(name, n, f"{type(exc).__name__}: {exc}") from exc
+
+        # The next attempt loads the table afresh (_table), so a conflict needs no re-read.
+        retry_commit(attempt, attempts=self.commit_attempts, on_conflict=lambda: None,
+                     error=lambda n, last: RegistryCommitError(name, n, last),
+                     backoff_s=0.02, max_backoff_s=0.5)
 
     # -- artifacts -----------------------------------------------------------------------------
     @property

@@ -15,13 +15,13 @@ backend's module (and its SDK) is imported only when a pipeline asks for it.
 
 from __future__ import annotations
 
-import importlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from refluent.plugins import ClassPathError, load_class
 from refluent.sinks.errors import UnknownSinkError
 
 if TYPE_CHECKING:
@@ -219,19 +219,7 @@ def sink_class(destination: str) -> type[Sink[Any]]:
 
 
 def _import_sink(destination: str, path: str) -> type[Sink[Any]]:
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise UnknownSinkError(destination, detail=f"{path!r} is not a dotted path such as "
-                               "mypkg.sinks.MySink")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownSinkError(destination, detail=f"cannot import {module_name}: {exc}") from exc
-    found = getattr(module, attr, None)
-    if not (isinstance(found, type) and issubclass(found, Sink)):
-        what = "nothing" if found is None else repr(found)
-        raise UnknownSinkError(destination, detail=f"{module_name}.{attr} is {what}, not a "
-                               "subclass of refluent.sinks.base.Sink")
-    return found
+        return load_class(path, Sink)
+    except ClassPathError as exc:
+        raise UnknownSinkError(destination, detail=exc.detail) from exc

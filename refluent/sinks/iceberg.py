@@ -43,7 +43,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from refluent.errors import MissingExtraError
-from refluent.lake.catalog import OPERATION_KEY, ensure_table, identifier, open_catalog, transaction
+from refluent.lake.catalog import (
+    OPERATION_KEY,
+    ensure_table,
+    identifier,
+    open_catalog,
+    retry_commit,
+    transaction,
+)
 from refluent.lake.errors import LakeCommitError, LakeError, LakeRowError
 from refluent.lake.mappings import TableMapping
 from refluent.lake.offsets import OFFSETS_KEY, encode_offsets, read_offsets
@@ -53,11 +60,7 @@ from refluent.sinks.base import BatchingSink, SinkRecord
 
 try:
     from pyiceberg.catalog import Catalog
-    from pyiceberg.exceptions import (
-        CommitFailedException,
-        CommitStateUnknownException,
-        NoSuchTableError,
-    )
+    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -219,8 +222,8 @@ class IcebergSink(BatchingSink[Any]):
         # Rows are made only for records the table lacks (a replay is neither mapped nor
         # dead-lettered again), once even when the commit is retried.
         rows: dict[int, dict[str, Any] | None] = {}
-        last_error = ""
-        for attempt in range(1, self.commit_attempts + 1):
+
+        def attempt(_: int) -> None:
             base = read_offsets(table)
             offsets = dict(base)
             fresh: list[dict[str, Any]] = []
@@ -249,15 +252,6 @@ class IcebergSink(BatchingSink[Any]):
             started = time.perf_counter()
             try:
                 self._commit(table, fresh, offsets)
-            except (CommitFailedException, CommitStateUnknownException) as exc:
-                # Someone committed first (or the outcome is unknown): re-read the head. If our
-                # commit did land, its offsets now make every record a replay.
-                self._m_conflicts.inc()
-                last_error = f"{type(exc).__name__}: {exc}"
-                self._refresh(table)
-                if attempt < self.commit_attempts:
-                    time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
-                continue
             except (OSError, ValueError, TypeError, NoSuchTableError) as exc:
                 raise LakeError(self.identifier, f"commit of {len(fresh)} row(s) failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
@@ -265,8 +259,15 @@ class IcebergSink(BatchingSink[Any]):
             self._m_rows.inc(len(fresh))
             self._m_replayed.inc(replayed)
             self._m_tombstones.inc(tombstones)
-            return
-        raise LakeCommitError(self.identifier, self.commit_attempts, last_error)
+
+        def on_conflict() -> None:
+            # Someone committed first (or the outcome is unknown): re-read the head. If our
+            # commit did land, its offsets now make every record a replay.
+            self._m_conflicts.inc()
+            self._refresh(table)
+
+        retry_commit(attempt, attempts=self.commit_attempts, on_conflict=on_conflict,
+                     error=lambda n, last: LakeCommitError(self.identifier, n, last))
 
     def _row(self, record: SinkRecord[Any], ingest_time: datetime) -> dict[str, Any] | None:
         try:

@@ -26,9 +26,9 @@ def test_engine_class__finds_known_names_and_dotted_paths() -> None:
 
 @pytest.mark.parametrize(("name", "detail"), [
     ("spark", "(package.module:Class)"),
-    ("no_such_module.Engine", "No module named 'no_such_module'"),
-    ("tests.engines.test_base:Missing", "has no attribute 'Missing'"),
-    ("tests.engines.test_base:JsonStates", "is not an Engine subclass"),
+    ("no_such_module.Engine", "cannot import no_such_module: No module named"),
+    ("tests.engines.test_base:Missing", "test_base.Missing is nothing, not a subclass of"),
+    ("tests.engines.test_base:JsonStates", "not a subclass of refluent.engines.base.Engine"),
 ])
 def test_engine_class__refuses_what_is_not_an_engine(name: str, detail: str) -> None:
     with pytest.raises(UnknownEngineError) as info:
