@@ -1,1 +1,3 @@
-"""Pure transforms and the engines that run them: CDC unwrapping, windowed feature views."""
+"""Pure feature logic: CDC semantics, windows, aggregations, view declarations and the runtime
+every engine (:mod:`refluent.engines`) runs them with.
+"""

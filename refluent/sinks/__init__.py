@@ -1,1 +1,3 @@
-"""Every side effect: the online store (Redis), the lake (Iceberg), Kafka, webhooks."""
+"""Sinks: the pipeline that moves topics into the lake and the online store, one sink per
+backend (:mod:`refluent.sinks.iceberg`, :mod:`refluent.sinks.redis`), found by URL scheme.
+"""

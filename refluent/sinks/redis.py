@@ -41,7 +41,8 @@ class RedisOnlineStore(Sink[FeatureUpdate]):
     ``deleted=True``.
 
     Args:
-        url: Redis URL (see :func:`~refluent.online_store.redis.connect`).
+        url: Redis URL (see :func:`~refluent.online_store.redis.connect`), or the writer to
+            write through (the other arguments but ``name`` are then the writer's own).
         ttls: TTL per feature view, counted from each entity's last applied update.
         default_ttl: TTL of views missing from ``ttls``; None keeps their keys forever.
         password: Password when it is not in the URL; never logged.
@@ -55,7 +56,7 @@ class RedisOnlineStore(Sink[FeatureUpdate]):
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisOnlineWriter,
         ttls: Mapping[str, timedelta] | None = None,
         *,
         default_ttl: timedelta | None = DEFAULT_TTL,
@@ -67,9 +68,9 @@ class RedisOnlineStore(Sink[FeatureUpdate]):
     ) -> None:
         if name is not None:
             self.name = name
-        self.writer = RedisOnlineWriter(url, ttls, default_ttl=default_ttl, password=password,
-                                        key_prefix=key_prefix, socket_timeout=socket_timeout,
-                                        retries=retries)
+        self.writer = url if isinstance(url, RedisOnlineWriter) else RedisOnlineWriter(
+            url, ttls, default_ttl=default_ttl, password=password, key_prefix=key_prefix,
+            socket_timeout=socket_timeout, retries=retries)
         self._open = False
 
     @classmethod
@@ -81,12 +82,7 @@ class RedisOnlineStore(Sink[FeatureUpdate]):
         default_ttl: timedelta | None = DEFAULT_TTL,
     ) -> RedisOnlineStore:
         """A sink to the configured Redis (``redis.url``, else the embedded one)."""
-        from refluent.embedded.services import resolve_redis_url
-
-        return cls(
-            resolve_redis_url(settings), ttls, default_ttl=default_ttl,
-            password=settings.redis.password, key_prefix=settings.redis.key_prefix,
-        )
+        return cls(RedisOnlineWriter.from_settings(settings, ttls, default_ttl=default_ttl))
 
     def key(self, view: str, entity_id: str) -> str:
         """The key holding ``entity_id``'s values in ``view``."""

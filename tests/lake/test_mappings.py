@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 from pyiceberg.types import TimestamptzType
+from support.cdc import customer_change
 
 from refluent.lake.mappings import CdcChangelogTable, FeatureHistoryTable
 from refluent.sinks.base import SinkRecord
-from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
+from refluent.streams.contracts import FeatureUpdate, LogEvent
 
 if TYPE_CHECKING:
     from tests.lake.conftest import Lab
@@ -22,17 +23,6 @@ T0 = datetime(2024, 3, 1, 23, 0, tzinfo=UTC)
 TOPIC = "logs.app"
 
 
-def _cdc(op: str, row_id: int, lsn: int, email: str | None = None,
-         before_id: int | None = None) -> CdcEnvelope:
-    after = {"id": row_id, "email": email} if op in ("c", "u", "r") else None
-    before = None
-    if op in ("u", "d"):
-        before = {"id": before_id if before_id is not None else row_id, "email": "old"}
-    return CdcEnvelope.model_validate({
-        "before": before, "after": after, "op": op, "ts_ms": 1_709_330_000_000 + lsn,
-        "source": {"connector": "postgresql", "db": "shop", "table": "customers",
-                   "ts_ms": 1_709_320_000_000 + lsn, "lsn": lsn},
-    })
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,9 +54,9 @@ def test_raw_events__flatten_scalars_and_keep_the_whole_event(lab: Lab) -> None:
 def test_cdc_changelog__rows_carry_op_key_position_and_source_time(lab: Lab) -> None:
     sink = lab.sink("cdc_customers", CdcChangelogTable())
     sink.write([
-        SinkRecord("cdc.customers", 0, 0, b"1", _cdc("c", 1, 42, "a@x.io")),
-        SinkRecord("cdc.customers", 0, 1, b"1", _cdc("u", 1, 1042, "b@x.io")),
-        SinkRecord("cdc.customers", 0, 2, b"1", _cdc("d", 1, 2042)),
+        SinkRecord("cdc.customers", 0, 0, b"1", customer_change("c", 1, 42, "a@x.io")),
+        SinkRecord("cdc.customers", 0, 1, b"1", customer_change("u", 1, 1042, "b@x.io")),
+        SinkRecord("cdc.customers", 0, 2, b"1", customer_change("d", 1, 2042)),
         SinkRecord("cdc.customers", 0, 3, b"1", None),  # tombstone
     ])
     sink.flush()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 from pyiceberg.transforms import DayTransform
+from support.cdc import customer_change
 
 from refluent.embedded.services import lake_catalog
 from refluent.lake.errors import LakeRowError
@@ -17,7 +18,7 @@ from refluent.lake.mappings import CdcChangelogTable, RawEventsTable, TableMappi
 from refluent.lake.offsets import OFFSETS_KEY, decode_offsets
 from refluent.sinks.base import SinkRecord
 from refluent.sinks.iceberg import IcebergSink
-from refluent.streams.contracts import CdcEnvelope, LogEvent
+from refluent.streams.contracts import LogEvent
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +60,6 @@ def _rows(sink: IcebergSink, *cols: str) -> list[dict[str, Any]]:
                   key=lambda r: tuple(str(r[c]) for c in cols))
 
 
-def _cdc(op: str, row_id: int, lsn: int, email: str | None = None,
-         before_id: int | None = None) -> CdcEnvelope:
-    after = {"id": row_id, "email": email} if op in ("c", "u", "r") else None
-    before = None
-    if op in ("u", "d"):
-        before = {"id": before_id if before_id is not None else row_id, "email": "old"}
-    return CdcEnvelope.model_validate({
-        "before": before, "after": after, "op": op, "ts_ms": 1_709_330_000_000 + lsn,
-        "source": {"connector": "postgresql", "db": "shop", "table": "customers",
-                   "ts_ms": 1_709_320_000_000 + lsn, "lsn": lsn},
-    })
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +259,7 @@ def test_cdc_changelog__a_bad_record_goes_to_the_callback_and_is_skipped(catalog
     sink = _sink(catalog, CdcChangelogTable(), table="cdc_dlq",
                  on_bad_record=lambda rec, exc: rejected.append((rec.offset, exc)))
     sink.write([SinkRecord("cdc.customers", 0, 0, None, {"op": "c"}),
-                SinkRecord("cdc.customers", 0, 1, b"1", _cdc("c", 1, 42, "a@x.io"))])
+                SinkRecord("cdc.customers", 0, 1, b"1", customer_change("c", 1, 42, "a@x.io"))])
     sink.flush()
     assert [(offset, exc.offset) for offset, exc in rejected] == [(0, 0)]
     assert [r["offset"] for r in _rows(sink, "offset")] == [1]
