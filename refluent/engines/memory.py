@@ -38,7 +38,7 @@ from refluent.streams.processing import RecordRejected
 
 
 @dataclass
-class Rejected:
+class RejectedRecord:
     """A record a view would dead-letter."""
 
     view: str
@@ -55,7 +55,7 @@ class InMemoryRunner:
     states: dict[str, dict[str, bytes]] = field(default_factory=dict)
     updates: list[FeatureUpdate] = field(default_factory=list)
     online: dict[str, dict[str, FeatureUpdate]] = field(default_factory=dict)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[RejectedRecord] = field(default_factory=list)
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,7 +89,7 @@ class InMemoryRunner:
         try:
             outcome = runtime.process(event, origin, JsonStates(store))
         except RecordRejected as exc:
-            self.rejected.append(Rejected(name, origin, exc.reason, exc.detail))
+            self.rejected.append(RejectedRecord(name, origin, exc.reason, exc.detail))
             return []
         return self._store(name, store, outcome)
 

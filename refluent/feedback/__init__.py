@@ -19,7 +19,7 @@ from refluent.feedback.errors import (
     LabelTypeError,
     UnknownPredictionError,
 )
-from refluent.feedback.join import FeedbackJoin, Joined, JoinOutcome, Rejected
+from refluent.feedback.join import FeedbackJoin, Joined, JoinOutcome, RejectedLabel
 from refluent.feedback.labels import coerce_label
 from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.state import (
@@ -46,7 +46,7 @@ __all__ = [
     "MemoryJoinState",
     "PendingPrediction",
     "RedisJoinStore",
-    "Rejected",
+    "RejectedLabel",
     "TimedEvent",
     "UnknownPredictionError",
     "WaitingLabel",

@@ -5,7 +5,7 @@ order :class:`~refluent.feedback.merge.EventTimeMerger` releases them) and of a
 :class:`~refluent.feedback.state.base.JoinState` (in memory:
 :class:`~refluent.feedback.state.memory.MemoryJoinState`; in Redis, read and written once per
 batch: :class:`~refluent.feedback.state.redis.RedisJoinStore`). What one event yields is a
-:class:`JoinOutcome`: labels :class:`Joined` to their prediction, labels :class:`Rejected`
+:class:`JoinOutcome`: labels :class:`Joined` to their prediction, labels :class:`RejectedLabel`
 with a reason, a label left waiting.
 
 **The join.** A prediction is kept as pending, keyed by its id and indexed under its entity by
@@ -77,7 +77,7 @@ class Joined:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class RejectedLabel:
     """A label the join gives up on, to dead-letter with ``error.reason``.
 
     Attributes:
@@ -110,7 +110,7 @@ class JoinOutcome:
 
     question: PendingPrediction | None = None
     joined: tuple[Joined, ...] = ()
-    rejected: tuple[Rejected, ...] = ()
+    rejected: tuple[RejectedLabel, ...] = ()
     waiting: WaitingLabel | None = None
     repeated: bool = False
 
@@ -232,7 +232,7 @@ MemoryJoinState()
         if not found:
             return JoinOutcome(question=pending)
         joined: list[Joined] = []
-        rejected: list[Rejected] = []
+        rejected: list[RejectedLabel] = []
         for label in sorted(found, key=lambda w: (w.event_us, w.source)):
             if not self._may_join(label, pending, source):
                 continue
@@ -289,7 +289,7 @@ MemoryJoinState()
 
     def _join(self, state: JoinState, pending: PendingPrediction, feedback: Feedback,
               event_us: int, label_source: Origin, raw: bytes | None, key: bytes | None,
-              trigger: Origin) -> Joined | Rejected:
+              trigger: Origin) -> Joined | RejectedLabel:
         prediction = pending.prediction
         first = pending.joined_by
         error: FeedbackRejected | None = None
@@ -307,7 +307,7 @@ MemoryJoinState()
             except LabelTypeError as exc:
                 error = exc
         if error is not None:
-            return Rejected(error, label_source, raw, key, trigger)
+            return RejectedLabel(error, label_source, raw, key, trigger)
         pending.joined_by = label_source
         state.mark_joined(pending)
         return Joined(labeled_example(prediction, label, feedback), pending, label_source,
@@ -315,7 +315,7 @@ MemoryJoinState()
 
     # -- expiry --------------------------------------------------------------------------------
     def expire(self, state: JoinState,
-               partitions: Collection[tuple[str, int]] | None = None) -> list[Rejected]:
+               partitions: Collection[tuple[str, int]] | None = None) -> list[RejectedLabel]:
         """Dead-letter (as ``unknown_prediction``) the labels whose wait the clock has passed."""
         if self.clock_us is None:
             return []
@@ -329,6 +329,6 @@ MemoryJoinState()
             fb = label.feedback
             error = UnknownPredictionError(fb.prediction_id, fb.entity_id, fb.event_time,
                                            self.early_label_wait_s)
-            out.append(Rejected(error, label.source, label.raw, label.key, None))
+            out.append(RejectedLabel(error, label.source, label.raw, label.key, None))
         return out
 

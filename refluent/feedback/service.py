@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from refluent.config import Settings
 from refluent.feedback.errors import JOIN_STEP, LabelRecordExpiredError
-from refluent.feedback.join import FeedbackJoin, Joined, Rejected
+from refluent.feedback.join import FeedbackJoin, Joined, RejectedLabel
 from refluent.feedback.merge import EventTimeMerger, Kind, TimedEvent
 from refluent.feedback.state.base import JoinState
 from refluent.feedback.state.memory import MemoryJoinState
@@ -96,7 +96,7 @@ class BatchResult:
     """
 
     examples: list[LabeledExample] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[RejectedLabel] = field(default_factory=list)
     undecodable: list[TimedEvent] = field(default_factory=list)
     orphans: list[Origin] = field(default_factory=list)
     state: JoinState | None = None
@@ -248,7 +248,7 @@ class FeedbackProcessor:
             self.store.confirm()  # the previous batch's write, which ran meanwhile
         return result
 
-    def _outcomes(self, joined: Sequence[Joined], rejected: Sequence[Rejected],
+    def _outcomes(self, joined: Sequence[Joined], rejected: Sequence[RejectedLabel],
                   result: BatchResult, joined_by_model: Counter[str]) -> None:
         learners = self.learners
         for j in joined:
@@ -263,7 +263,7 @@ class FeedbackProcessor:
         for r in rejected:
             self._reject(r, result)
 
-    def _reject(self, rejected: Rejected, result: BatchResult) -> None:
+    def _reject(self, rejected: RejectedLabel, result: BatchResult) -> None:
         m.FEEDBACK_REJECTED.labels(rejected.error.reason).inc()
         if self._fresh(rejected.trigger):
             result.rejected.append(rejected)

@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - fastapi ships with the serving 
 from refluent.observability import serving as m
 from refluent.serving.batching import MicroBatcher
 from refluent.serving.holder import LoadedModel, UnknownServedModelError
-from refluent.serving.scorer import Outcome, ScoreRequest
+from refluent.serving.scorer import ScoreOutcome, ScoreRequest
 from refluent.streams.contracts import FeatureValue, Prediction
 from refluent.streams.processing import RecordRejected
 
@@ -389,10 +389,10 @@ class HttpFrontEnd:
         self.max_request_rows = max_request_rows
         self.scorer = scorer.with_source("http")
         self.publisher = publisher
-        self.batcher: MicroBatcher[ScoreRequest, Outcome] = MicroBatcher(
+        self.batcher: MicroBatcher[ScoreRequest, ScoreOutcome] = MicroBatcher(
             self._score, max_batch_size, linger_s, name="refluent-http-batcher")
 
-    def _score(self, requests: list[ScoreRequest]) -> list[Outcome]:
+    def _score(self, requests: list[ScoreRequest]) -> list[ScoreOutcome]:
         return self.scorer.score(requests).outcomes
 
     def start(self) -> None:

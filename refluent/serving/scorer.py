@@ -92,7 +92,7 @@ class ScoreRequest:
                    received)
 
 
-Outcome = Prediction | RecordRejected
+ScoreOutcome = Prediction | RecordRejected
 """A request's answer: its prediction, or why it was rejected."""
 
 
@@ -107,7 +107,7 @@ class ScoredBatch:
         model_s: Seconds spent scoring.
     """
 
-    outcomes: list[Outcome]
+    outcomes: list[ScoreOutcome]
     loaded: dict[tuple[str, int | None], LoadedModel] = field(default_factory=dict)
     fetch_s: float = 0.0
     model_s: float = 0.0
@@ -169,7 +169,7 @@ class Scorer:
             OnlineStoreError: the online store could not be read (a fault: nothing is
                 answered, the caller retries or stops).
         """
-        outcomes: list[Outcome | None] = [None] * len(requests)
+        outcomes: list[ScoreOutcome | None] = [None] * len(requests)
         batch = ScoredBatch([])
         groups: dict[tuple[str, int | None], list[int]] = {}
         for i, req in enumerate(requests):
@@ -239,7 +239,7 @@ class Scorer:
         plan: FeaturePlan,
         loaded: LoadedModel,
         reads: Mapping[tuple[str, tuple[str, ...] | None, str], StoreRead],
-        outcomes: list[Outcome | None],
+        outcomes: list[ScoreOutcome | None],
     ) -> None:
         model = loaded.model
         numeric = model.numeric_inputs
@@ -297,7 +297,7 @@ class Scorer:
                                        f"{version} answered something that is not a "
                                        f"prediction: {exc.errors()[0]['msg']}")
 
-    def _count(self, requests: Sequence[ScoreRequest], outcomes: Sequence[Outcome]) -> None:
+    def _count(self, requests: Sequence[ScoreRequest], outcomes: Sequence[ScoreOutcome]) -> None:
         source = self.source
         counts: dict[tuple[str, str], int] = {}
         rejects: dict[tuple[str, str], int] = {}

@@ -13,6 +13,6 @@ The in-memory stores are :class:`refluent.online_store.memory.MemoryOnlineStore`
 :class:`refluent.feedback.state.memory.MemoryJoinState`.
 """
 
-from refluent.engines.memory import InMemoryRunner, Rejected
+from refluent.engines.memory import InMemoryRunner, RejectedRecord
 
-__all__ = ["InMemoryRunner", "Rejected"]
+__all__ = ["InMemoryRunner", "RejectedRecord"]

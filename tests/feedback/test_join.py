@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from refluent.feedback.errors import JOIN_STEP
-from refluent.feedback.join import FeedbackJoin, JoinOutcome, Rejected
+from refluent.feedback.join import FeedbackJoin, JoinOutcome, RejectedLabel
 from refluent.feedback.merge import TimedEvent
 from refluent.feedback.state.base import JoinState
 from refluent.feedback.state.memory import MemoryJoinState
@@ -44,11 +44,11 @@ class Harness:
         return self.join.on_feedback(self.state, fb, self._ref(F),
                                      fb.model_dump_json().encode(), None)
 
-    def expire(self) -> list[Rejected]:
+    def expire(self) -> list[RejectedLabel]:
         return self.join.expire(self.state)
 
 
-def reasons(rejected: Sequence[Rejected]) -> list[str]:
+def reasons(rejected: Sequence[RejectedLabel]) -> list[str]:
     return [r.error.reason for r in rejected]
 
 
