@@ -101,10 +101,10 @@ def process(
         selected = views_in(found, only)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--view") from exc
+    engine_cls = engine_class(s.processing.engine)  # a wrong name fails before any connection
     bootstrap = resolve_bootstrap(s)
     admin = TopicAdmin(s.kafka, bootstrap)
-    engine = engine_class(s.processing.engine)(selected, s, bootstrap,
-                                               partitions=admin.wait_ready())
+    engine = engine_cls(selected, s, bootstrap, partitions=admin.wait_ready())
     admin.ensure([engine.catalog.get(t) for t in engine.topics_to_create()])
     if s.processing.metrics_port:
         serve_metrics(s.processing.metrics_port)

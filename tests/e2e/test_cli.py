@@ -155,3 +155,15 @@ def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
     assert "600 examples learned" in proc.stdout
     assert "broker" in proc.stdout and "stopped" in proc.stdout
     assert _cli(tmp_path, "status", check=False).returncode == 3
+
+
+@pytest.mark.unit
+def test_process__an_unknown_engine_is_refused_before_any_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from refluent.engines.errors import UnknownEngineError
+
+    monkeypatch.setenv("REFLUENT_PROCESSING__ENGINE", "spark")
+    monkeypatch.setenv("REFLUENT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens
+    result = CliRunner().invoke(app, ["process", "--views", "refluent.examples.views"])
+    assert isinstance(result.exception, UnknownEngineError), result.output
+    assert "unknown engine 'spark': known engines are faust" in str(result.exception)
