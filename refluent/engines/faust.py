@@ -139,6 +139,8 @@ class FaustEngine(Engine):
         self.app.transport = ledger_transport(self.app, settings, bootstrap_servers, self)
         self._tables: dict[str, Any] = {}
         self._sent: list[Any] = []
+        self._inputs: set[str] = set()
+        """Topics the engine's agents read (sources and by-entity topics)."""
         self.stats.update(holes_filled=0, duplicates_skipped=0, rereads=0)
         for runtime in self.runtimes:
             self._wire(runtime)
@@ -225,20 +227,37 @@ class FaustEngine(Engine):
         app = self.app
         if not app.tables.actives_ready or app.rebalancing:
             return
+        await self._start_undelivered()
         consumer = app.consumer
-        now = time.monotonic()
-        for tp in self.ledger.partitions():
-            faust_tp = _faust_tp(tp)
-            nxt = self.ledger.next_offset(tp)
-            if tp not in self.assigned or nxt is None:
-                continue
-            high = consumer.highwater(faust_tp)
-            if high is not None and nxt < high and now - self.ledger.idle_since(tp) > STALL_S:
-                log.warning("%s[%d]: nothing delivered from offset %d for %.0fs (high "
-                            "watermark %d); reading again from there", tp[0], tp[1], nxt,
-                            STALL_S, high)
-                self.stats["rereads"] += 1
-                await consumer.seek(faust_tp, nxt)
+        highs = {tp: consumer.highwater(_faust_tp(tp))
+                 for tp in self.ledger.partitions() if tp in self.assigned}
+        for tp, nxt in self.ledger.stalled(highs, STALL_S).items():
+            log.warning("%s[%d]: nothing delivered from offset %d for %.0fs (high "
+                        "watermark %d); reading again from there", tp[0], tp[1], nxt,
+                        STALL_S, highs[tp])
+            self.stats["rereads"] += 1
+            await consumer.seek(_faust_tp(tp), nxt)
+
+    async def _start_undelivered(self) -> None:
+        """Give every assigned input partition without a frontier one: its committed offset.
+
+        A frontier is otherwise started by the first record delivered. Records fetched before
+        recovery finished are dropped here (their states are not there yet), yet Faust counts
+        them as read, and after it seeks back to the committed offset it drops them again as
+        already seen. When no record follows them (the producers are done), nothing would start
+        the partition's frontier and the stall check above would never see the partition.
+        """
+        unseen = sorted(tp for tp in self.assigned
+                        if tp[0] in self._inputs and not self.ledger.known(tp))
+        if not unseen:
+            return
+        starts = await asyncio.to_thread(committed_or_start, self.settings.kafka,
+                                         self.bootstrap_servers, self.app.conf.id, unseen)
+        if self.app.rebalancing:
+            return  # the assignment may have changed meanwhile: the next tick asks again
+        for tp in unseen:
+            if tp in self.assigned and not self.ledger.known(tp):
+                self.ledger.start(tp, starts[tp])
 
     # -- topology --------------------------------------------------------------------------
 
@@ -260,8 +279,9 @@ class FaustEngine(Engine):
         seconds = metrics.ENGINE_RECORD_SECONDS.labels(view.name)
         by_entity = None
         if not runtime.keyed_by_source:
-            by_entity = self._topic(f"{self.app.conf.id}-{view.name}-by-entity", internal=True,
-                                    partitions=partitions)
+            by_entity_name = f"{self.app.conf.id}-{view.name}-by-entity"
+            by_entity = self._topic(by_entity_name, internal=True, partitions=partitions)
+            self._inputs.add(by_entity_name)
 
         def apply_one(origin: Origin, rec: Rec, event: Any) -> None:
             started = time.perf_counter()
@@ -309,6 +329,7 @@ class FaustEngine(Engine):
                 return
             apply_one(origin, rec, event)
 
+        self._inputs.update(view.sources)
         for source_topic in view.sources:
             self._agent(self._topic(source_topic), f"{view.name}-from-{source_topic}", route_one)
         if by_entity is not None:

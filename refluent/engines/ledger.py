@@ -113,9 +113,24 @@ class DeliveryLedger:
         (compaction, transaction markers): move past them."""
         self._next[tp] = max(self._next[tp], to_offset)
 
-    def idle_since(self, tp: Partition) -> float:
-        """``time.monotonic()`` of the last record admitted on ``tp`` (or of its start)."""
-        return self._seen.get(tp, 0.0)
+    def stalled(self, highs: Mapping[Partition, int | None], after_s: float,
+                now: float | None = None) -> dict[Partition, int]:
+        """Partitions of ``highs`` (their high watermarks; None: not known yet) whose frontier
+        is below the high watermark and that admitted no record for ``after_s`` seconds (or
+        none since they started): their frontiers, to read again from there.
+
+            >>> ledger = DeliveryLedger()
+            >>> ledger.start(("t", 0), 5)
+            >>> ledger.start(("t", 1), 7)
+            >>> ledger.stalled({("t", 0): 9, ("t", 1): 7}, 10.0, now=time.monotonic() + 11)
+            {('t', 0): 5}
+            >>> ledger.stalled({("t", 0): 9}, 10.0)
+            {}
+        """
+        now = time.monotonic() if now is None else now
+        return {tp: self._next[tp] for tp, high in highs.items()
+                if tp in self._next and high is not None and self._next[tp] < high
+                and now - self._seen.get(tp, 0.0) > after_s}
 
     def partitions(self) -> list[Partition]:
         """Partitions with a frontier."""

@@ -3,6 +3,8 @@ the ledger applies every record once, in offset order, and commits nothing it ha
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,6 +37,27 @@ def test_checkpoint__takes_offsets_and_states_of_one_instant() -> None:
     ledger.committed(first.offsets)
     second = ledger.checkpoint()
     assert (second.offsets, second.states) == ({TP: 2}, {("s", "a"): (0, b"2")})
+
+
+@pytest.mark.unit
+def test_stalled__a_partition_that_never_got_a_record_is_read_again_from_its_start() -> None:
+    # Started at its committed offset 5 with records up to 9 on the broker, and none ever
+    # delivered (the consumer dropped them as already read): due once after_s has passed.
+    ledger = DeliveryLedger()
+    ledger.start(TP, 5)
+    t0 = time.monotonic()
+    assert ledger.stalled({TP: 9}, 10.0, now=t0 + 9) == {}
+    assert ledger.stalled({TP: 9}, 10.0, now=t0 + 11) == {TP: 5}
+    # An admitted record restarts the clock; the frontier it reports is where reading resumes.
+    ledger.admit(TP, 5)
+    ledger.processed(TP, 5)
+    t1 = time.monotonic()
+    assert ledger.stalled({TP: 9}, 10.0, now=t1 + 9) == {}
+    assert ledger.stalled({TP: 9}, 10.0, now=t1 + 11) == {TP: 6}
+    # Caught up, an unknown high watermark, or a partition without a frontier: nothing due.
+    assert ledger.stalled({TP: 6}, 10.0, now=t1 + 11) == {}
+    assert ledger.stalled({TP: None}, 10.0, now=t1 + 11) == {}
+    assert ledger.stalled({("cdc.t", 1): 9}, 10.0, now=t1 + 11) == {}
 
 
 @pytest.mark.unit
