@@ -73,6 +73,7 @@ class RunningServices:
             "REFLUENT_LAKE__WAREHOUSE": self.warehouse,
             "REFLUENT_LAKE__NAMESPACE": namespace,
             "REFLUENT_EMBEDDED__STATE_DIR": str(state_dir or self.state_dir),
+            "PYTHONUNBUFFERED": "1",
         })
         if key_prefix is not None:
             env["REFLUENT_REDIS__KEY_PREFIX"] = key_prefix

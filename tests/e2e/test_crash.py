@@ -182,7 +182,7 @@ class Crash:
                              f"{self.published()} published, {self.landed()} landed")
 
     def tails(self) -> str:
-        logs = "\n".join(f"--- {c.name} ---\n{c.output(3000)}" for c in self.commands.values())
+        logs = "\n".join(f"--- {c.name} ---\n{c.output(6000)}" for c in self.commands.values())
         return "\n".join(self.timeline) + "\n" + logs
 
     # -- probes ------------------------------------------------------------------------------
@@ -247,6 +247,7 @@ class Crash:
             if time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)
+        self.note(f"gave up waiting for {what}")
         pytest.fail(f"timed out waiting for {what} ({time.monotonic() - self.started:.0f}s "
                     f"into the test): {explain()}\n{self.tails()}")
 
@@ -296,7 +297,7 @@ def crash(services: RunningServices, tmp_path: Path) -> Iterator[Crash]:
                                REFLUENT_PROCESSING__APP_ID=f"crash-{sfx}")
     crash = Crash(settings, work, runner, views)
     crash.commands = {
-        "engine": RefluentCommand("engine", ["process"], env, tmp_path),
+        "engine": RefluentCommand("engine", ["process", "--loglevel", "info"], env, tmp_path),
         "lake": RefluentCommand("lake", ["sink", "lake", *crash.sources, *crash.features,
                                  "--group", f"lake-{sfx}"], env, tmp_path),
         "online": RefluentCommand("online", ["sink", "online", "--group", f"online-{sfx}"], env,
