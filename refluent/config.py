@@ -238,6 +238,47 @@ class ProcessingSettings(_Component):
         return value
 
 
+class WebhookSubscriberSettings(_Component):
+    """A webhook subscriber declared in settings (others are added with `refluent webhooks add`
+    and kept in Redis)."""
+
+    url: str = Field(min_length=1)
+    """Endpoint the deliveries are POSTed to (http or https)."""
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    """Event types it receives (``drift.detected``, ...); ``*`` for all."""
+    secret: SecretStr
+    """Signing secret (``whsec_`` + base64), shared with the receiver."""
+    id: str | None = None
+    """Stable subscriber id; derived from the URL when empty."""
+
+
+class WebhookSettings(_Component):
+    """Webhook deliveries of alerts (Standard Webhooks signatures, durable outbox in Redis)."""
+
+    subscribers: list[WebhookSubscriberSettings] = Field(default_factory=list)
+    """Subscribers declared in settings, beside those added with the CLI."""
+    allow_networks: list[str] = Field(default_factory=list)
+    """Networks (CIDR, e.g. ``127.0.0.0/8``) endpoints may resolve to although they are
+    loopback, private, link-local or otherwise not public; refused by default."""
+    group: str = "refluent-webhooks"
+    """Consumer group of the dispatcher on the alerts topic."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Connect and read timeout of one delivery."""
+    max_response_bytes: int = Field(default=65_536, ge=0)
+    """Most bytes of a receiver's answer read (and kept in the delivery's last error)."""
+    max_attempts: int = Field(default=8, ge=1)
+    """Attempts before a delivery goes to the dead letters (``refluent webhooks replay``)."""
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    """Wait after the first failed attempt; doubled per attempt, with jitter."""
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    """Longest wait between two attempts (also caps a receiver's ``Retry-After``)."""
+    lease_s: float = Field(default=60.0, gt=0)
+    """How long a dispatcher holds a delivery it took; after a crash another one retries it
+    then."""
+    concurrency: int = Field(default=8, ge=1)
+    """Deliveries in flight at once."""
+
+
 class EmbeddedSettings(_Component):
     """The single-machine services started by `refluent up`."""
 
@@ -282,6 +323,8 @@ class Settings(BaseSettings):
     """Feedback join and online learning."""
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     """Feature pipeline."""
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    """Webhook subscribers and deliveries."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     """Embedded services."""
 

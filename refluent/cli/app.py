@@ -51,11 +51,13 @@ def _register_subcommands() -> None:
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
     from refluent.cli.serve import serve
+    from refluent.cli.webhooks import webhooks_app
 
     app.add_typer(features_app, name="features")
     app.add_typer(sink_app, name="sink")
     app.add_typer(lake_app, name="lake")
     app.add_typer(models_app, name="models")
+    app.add_typer(webhooks_app, name="webhooks")
     app.command()(process)
     app.command()(feedback)
     app.command()(serve)

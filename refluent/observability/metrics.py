@@ -79,6 +79,11 @@ LAKE_COMMIT_CONFLICTS = Counter(
 FEATURE_UPDATES = Counter(
     "refluent_feature_updates_total", "Feature updates published by the engine.", ["view"]
 )
+WEBHOOK_DELIVERIES = Counter(
+    "refluent_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, retried, dead).",
+    ["outcome"],
+)
 ENGINE_RECORD_SECONDS = Histogram(
     "refluent_engine_record_seconds",
     "Time the engine spends applying one record to a view (state load, aggregate, publish).",

@@ -452,6 +452,9 @@ class DriftAlert(Event):
 
     alert_id: str = Field(default_factory=_new_id, min_length=1)
     """Idempotency key of the alert and of its webhook deliveries."""
+    event: Literal["drift.detected", "performance.degraded", "features.stale",
+                   "deadletters.rising", "model.promoted"] = "drift.detected"
+    """Webhook event type it is delivered as."""
     model_name: str
     """Model concerned."""
     model_version: str
