@@ -238,6 +238,30 @@ class ProcessingSettings(_Component):
         return value
 
 
+class MonitorSettings(_Component):
+    """Drift monitors (``refluent monitor``)."""
+
+    group: str = "refluent-monitor"
+    """Consumer group on the examples and predictions topics."""
+    detector: str = "adwin"
+    """River detector on each model's error stream (adwin, page_hinkley, kswin, ddm, eddm,
+    hddm_a, hddm_w, fhddm)."""
+    warmup: int = Field(default=1000, ge=0)
+    """Examples per model version not watched at first (the model is still settling)."""
+    min_samples: int = Field(default=300, ge=1)
+    """Examples a detector watches before it may alert."""
+    cooldown: int = Field(default=1000, ge=0)
+    """Examples after an alert before the next one."""
+    reference_size: int = Field(default=1000, ge=10)
+    """Requests after a version's first that form the data-drift reference."""
+    window_size: int = Field(default=1000, ge=10)
+    """Requests per data-drift window."""
+    psi_threshold: float = Field(default=0.2, gt=0)
+    """PSI above which a numeric feature (or the score) has drifted."""
+    js_threshold: float = Field(default=0.1, gt=0)
+    """Jensen-Shannon distance (bits) above which a categorical feature has drifted."""
+
+
 class WebhookSubscriberSettings(_Component):
     """A webhook subscriber declared in settings (others are added with `refluent webhooks add`
     and kept in Redis)."""
@@ -323,6 +347,8 @@ class Settings(BaseSettings):
     """Feedback join and online learning."""
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     """Feature pipeline."""
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    """Drift monitors."""
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     """Webhook subscribers and deliveries."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)

@@ -50,6 +50,7 @@ def _register_subcommands() -> None:
     from refluent.cli.feedback import feedback
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
+    from refluent.cli.monitor import monitor
     from refluent.cli.serve import serve
     from refluent.cli.webhooks import webhooks_app
 
@@ -60,6 +61,7 @@ def _register_subcommands() -> None:
     app.add_typer(webhooks_app, name="webhooks")
     app.command()(process)
     app.command()(feedback)
+    app.command()(monitor)
     app.command()(serve)
 
 

@@ -79,6 +79,9 @@ LAKE_COMMIT_CONFLICTS = Counter(
 FEATURE_UPDATES = Counter(
     "refluent_feature_updates_total", "Feature updates published by the engine.", ["view"]
 )
+ALERTS_RAISED = Counter(
+    "refluent_alerts_raised_total", "Drift alerts the monitor raised.", ["model", "kind"]
+)
 WEBHOOK_DELIVERIES = Counter(
     "refluent_webhook_deliveries_total",
     "Webhook delivery attempts by outcome (delivered, retried, dead).",

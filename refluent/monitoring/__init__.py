@@ -1,0 +1,1 @@
+"""Monitors: concept drift on the error stream, data drift on features and scores."""
