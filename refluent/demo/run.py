@@ -1,5 +1,6 @@
 """The end-to-end demo on the embedded services (``refluent demo``): steps 2-6 are
-:mod:`refluent.demo.features`, steps 7-9 :mod:`refluent.demo.loop`.
+:mod:`refluent.demo.features`, steps 7-9 :mod:`refluent.demo.loop`, step 10
+:mod:`refluent.demo.drift`.
 
 1. start the broker, Redis and the lake catalog;
 2. create the catalog's topics;
@@ -11,7 +12,9 @@
 7. serve a River model over Kafka and HTTP;
 8. produce delayed labels: the feedback service joins them and the model learns;
 9. land predictions and examples in the lake;
-10. stop everything.
+10. the stream changes: the monitor raises drift alerts, delivered as signed webhooks to a
+    receiver that verifies them (:mod:`refluent.demo.drift`);
+11. stop everything.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from refluent.config import Settings
-from refluent.demo import features, loop
+from refluent.demo import drift, features, loop
 from refluent.embedded import services
 
 NAMESPACE = "demo"
@@ -40,11 +43,12 @@ def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[s
         counts: dict[str, Any] = features.produce_and_read_back(settings, console)
         counts.update(features.features(settings, console))
         counts.update(loop.serve_and_learn(settings, console))
+        counts.update(drift.drift_and_webhook(settings, console))
         return counts
     finally:
         if keep:
             console.print("services left running; stop them with `refluent down`")
         else:
-            console.rule("[bold]10. stop the services")
+            console.rule("[bold]11. stop the services")
             for name, pid, ok in services.down(settings):
                 console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name} (pid {pid}) stopped")

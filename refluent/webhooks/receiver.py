@@ -16,6 +16,7 @@ Examples:
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from refluent.errors import require
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a sender opening more connections at once
+    # would see SYNs dropped and retransmitted a second later.
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a sender that went away between requests (it retries)
+        super().handle_error(request, client_address)
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,17 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a sender reuses its connections
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                length = int(self.headers.get("content-length") or 0)
+                try:
+                    body = self.rfile.read(length)
+                except (ConnectionError, TimeoutError):
+                    body = b""
+                if len(body) < length:  # the sender went away mid-request: nothing to judge
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     payload = verifier.verify(body, headers)
@@ -107,7 +128,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # quiet: the caller decides what to print
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="webhook-receiver",

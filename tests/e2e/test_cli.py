@@ -153,6 +153,9 @@ def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
     assert "600 predictions on the predictions topic" in proc.stdout
     assert "600 labels joined, 600 examples produced, 0 dead-lettered" in proc.stdout
     assert "600 examples learned" in proc.stdout
+    assert "2 drift webhook(s) received and verified, 0 refused" in proc.stdout
+    assert "signature verified, drift.detected for basket-converts v1: basket_value" in (
+        " ".join(proc.stdout.split()))
     assert "broker" in proc.stdout and "stopped" in proc.stdout
     assert _cli(tmp_path, "status", check=False).returncode == 3
 
