@@ -150,7 +150,7 @@ class WebhookDispatcher:
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def deliver_due(self, pool: ThreadPoolExecutor | None = None) -> int:
+    def deliver_due(self, pool: ThreadPoolExecutor) -> int:
         """Take the deliveries due now, send them and record the answers; how many were sent."""
         ws = self.settings.webhooks
         due = self.outbox.claim(self.clock(), ws.concurrency * 4, ws.lease_s)
@@ -167,9 +167,7 @@ class WebhookDispatcher:
             if sub is None or sub.disabled is not None:
                 sends.append((d, sub, None))
                 continue
-            future = (pool.submit(self.sender.send, sub, d.message) if pool is not None
-                      else self.sender.send(sub, d.message))
-            sends.append((d, sub, future))
+            sends.append((d, sub, pool.submit(self.sender.send, sub, d.message)))
         for d, sub, result in sends:
             if sub is None:
                 self.outbox.dead(d, f"subscriber {d.subscriber_id} was removed", self.clock())
@@ -179,8 +177,7 @@ class WebhookDispatcher:
                 self.outbox.dead(d, f"subscriber disabled: {sub.disabled}", self.clock())
                 self.stats.dead += 1
                 continue
-            attempt: Attempt = result.result() if pool is not None else result
-            self._record(d, sub, attempt)
+            self._record(d, sub, result.result())
         return len(sends)
 
     def _record(self, d: Delivery, sub: Subscriber, attempt: Attempt) -> None:

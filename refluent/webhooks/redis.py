@@ -149,9 +149,9 @@ class RedisOutbox(Outbox):
         pipe.hmget(self._attempts, members)
         raw_msgs, attempts = pipe.execute()
         out = []
-        for (sid, _), raw, n in zip(split, raw_msgs, attempts, strict=True):
+        for (sid, mid), raw, n in zip(split, raw_msgs, attempts, strict=True):
             if raw is None:  # pruned under it: nothing left to send
-                self._r.zrem(self._due, _member(sid, _))
+                self._r.zrem(self._due, _member(sid, mid))
                 continue
             out.append(Delivery(sid, WebhookMessage.from_json(raw), int(n or 0)))
         return out
