@@ -6,15 +6,16 @@ Prints one JSON object.
 
 The monitor's work per record without the broker: :meth:`MonitorService.handle
 <refluent.monitoring.service.MonitorService.handle>` over batches of ``--batch`` raw JSON
-values, half ``Prediction`` s with ``--features`` numeric and categorical features and a score
-(data drift windows of 1,000 against a reference of 1,000), half ``LabeledExample`` s (ADWIN on
-the error), one model version; decoding with the contracts included. Rate: examples plus
-predictions per second, best of three, on one core (this process). The feedback service's rate
-comes from ``bench/learning.py`` (its ``service_path``: the learning path plus decoding and the
-event-time merge, per labelled example) run as a child process right after. The goal: the
-monitor at least twice the feedback service's rate, so it never becomes the loop's bottleneck
-(each labelled example costs the feedback service one prediction and one label; the monitor
-sees one prediction and one example for it).
+values, half ``Prediction`` s of a binary classifier with ``--features`` numeric and categorical
+features, a score and feature ages (data drift windows of 1,000 against a reference of 1,000,
+estimated accuracy, stale and failure shares), half ``LabeledExample`` s (ADWIN on the error,
+realised accuracy, calibration), one model version; decoding with the contracts included. Rate:
+examples plus predictions per second, best of three, on one core (this process). The feedback
+service's rate comes from ``bench/learning.py`` (its ``service_path``: the learning path plus
+decoding and the event-time merge, per labelled example) run as a child process right after. The
+goal: the monitor at least twice the feedback service's rate, so it never becomes the loop's
+bottleneck (each labelled example costs the feedback service one prediction and one label; the
+monitor sees one prediction and one example for it).
 """
 
 from __future__ import annotations
@@ -44,15 +45,18 @@ def records(n: int, features: int, seed: int = 1) -> list[tuple[Origin, bytes]]:
         t = t0 + timedelta(seconds=i)
         feats: dict[str, object] = {f"f{k}": rnd.gauss(0, 1) for k in range(features - 2)}
         feats.update(tier=rnd.choice("abc"), visits=rnd.randint(0, 9))
-        label = rnd.random() < 0.5
+        score = rnd.random()
+        label = rnd.random() < score
         out.append((Origin("predictions", 0, i), Prediction(
             prediction_id=f"p{i}", request_id=f"r{i}", model_name="m", model_version="1",
-            entity_id=str(i % 100), score=rnd.random(), features=feats,  # type: ignore[arg-type]
+            entity_id=str(i % 100), score=score, label=score >= 0.5,
+            probabilities={"False": 1 - score, "True": score},
+            features=feats, feature_ages_ms={"v": 100.0},  # type: ignore[arg-type]
             ts=t).model_dump_json().encode()))
         out.append((Origin("examples", 0, i), LabeledExample(
             prediction_id=f"p{i}", entity_id=str(i % 100), model_name="m", model_version="1",
-            features=feats, label=label,  # type: ignore[arg-type]
-            predicted_label=label != (rnd.random() < 0.1), prediction_time=t,
+            features=feats, label=label, score=score,  # type: ignore[arg-type]
+            predicted_label=score >= 0.5, prediction_time=t,
             label_time=t).model_dump_json().encode()))
     return out
 

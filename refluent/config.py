@@ -260,6 +260,44 @@ class MonitorSettings(_Component):
     """PSI above which a numeric feature (or the score) has drifted."""
     js_threshold: float = Field(default=0.1, gt=0)
     """Jensen-Shannon distance (bits) above which a categorical feature has drifted."""
+    calibration_size: int = Field(default=1000, ge=10)
+    """Labelled examples per version that calibrate its confidence for the estimated
+    accuracy (CBPE)."""
+    performance_sigmas: float = Field(default=4.0, gt=0)
+    """Standard errors a window's accuracy (estimated or realised) must fall below the
+    reference's to be an alert."""
+    min_drop: float = Field(default=0.02, ge=0)
+    """Smallest fall of accuracy (or rise of mean absolute error) that is an alert."""
+    stale_share: float = Field(default=0.05, ge=0, le=1)
+    """Share of a window's predictions served with stale features above which it alerts."""
+    failure_share: float = Field(default=0.05, ge=0, le=1)
+    """Share of a window's requests for a model rejected instead of answered above which it
+    alerts."""
+    deadletters_per_minute: int = Field(default=100, ge=1)
+    """Dead letters in one minute of a dead-letter topic that make an alert."""
+    lag_threshold: int = Field(default=10_000, ge=0)
+    """Uncommitted records of a watched consumer group above which it alerts."""
+    lag_groups: dict[str, list[str]] = Field(default_factory=dict)
+    """Consumer group -> topics whose lag is watched; empty watches the serving group on
+    ``inference.requests`` and the feedback group on ``predictions`` and ``feedback``."""
+    lag_interval_s: float = Field(default=30.0, gt=0)
+    """Seconds between two looks at the watched groups' lag."""
+    promotions: bool = True
+    """Announce the registry's alias changes (promotions, rollbacks) as ``model.promoted``."""
+    registry_interval_s: float = Field(default=10.0, gt=0)
+    """Seconds between two looks at the registry's alias events."""
+    promotion_lookback_s: float = Field(default=3600.0, ge=0)
+    """Alias changes this much older than the monitor's start are announced too (those made
+    while it was down); repeats keep their alert id, so subscribers get each once."""
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, name: str) -> str:
+        from refluent.monitoring.concept import DETECTORS
+
+        if name not in DETECTORS:
+            raise ValueError(f"unknown drift detector {name!r}; known: {', '.join(DETECTORS)}")
+        return name
 
 
 class WebhookSubscriberSettings(_Component):

@@ -152,8 +152,10 @@ class ModelRegistry(ABC):
 
     # -- aliases -----------------------------------------------------------------------------
     @abstractmethod
-    def alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
-        """The alias events of ``name`` (of ``alias`` only, when given), by alias then seq."""
+    def alias_events(self, name: str | None = None, alias: str | None = None
+                     ) -> list[AliasEvent]:
+        """The alias events of ``name`` (of every model when None; of ``alias`` only, when
+        given), by name, alias, then seq."""
 
     @abstractmethod
     def aliases(self, name: str) -> dict[str, int]:

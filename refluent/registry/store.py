@@ -587,11 +587,13 @@ class IcebergModelRegistry(ModelRegistry):
                       key=lambda v: (v.name, v.version))
 
     # -- aliases -------------------------------------------------------------------------------
-    def alias_events(self, name: str, alias: str | None = None) -> list[AliasEvent]:
-        """The alias events of ``name`` (of one alias), oldest first."""
+    def alias_events(self, name: str | None = None, alias: str | None = None
+                     ) -> list[AliasEvent]:
+        """The alias events of ``name`` (of every model when None; of one alias), by name,
+        alias, then sequence."""
         events = [e for e in self._rows(ALIASES_TABLE)
-                  if e.name == name and (alias is None or e.alias == alias)]
-        return sorted(events, key=lambda e: (e.alias, e.seq))
+                  if (name is None or e.name == name) and (alias is None or e.alias == alias)]
+        return sorted(events, key=lambda e: (e.name, e.alias, e.seq))
 
     def aliases(self, name: str) -> dict[str, int]:
         """Alias -> the version holding it now.

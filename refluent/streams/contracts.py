@@ -447,38 +447,57 @@ class LabeledExample(Event):
     """When the label became known."""
 
 
+AlertEvent = Literal["drift.detected", "performance.degraded", "features.stale",
+                     "deadletters.rising", "model.failing", "consumer.lagging", "model.promoted"]
+"""Webhook event types an alert is delivered as."""
+
+
 class DriftAlert(Event):
-    """A drift or quality alert, on ``alerts`` and to webhooks (one id per alert)."""
+    """A drift, performance or operational alert, on ``alerts`` and to webhooks (one id per
+    alert). Model alerts name the model and version; operational ones about a topic or a
+    consumer group name it in ``subject``."""
 
     alert_id: str = Field(default_factory=_new_id, min_length=1)
     """Idempotency key of the alert and of its webhook deliveries."""
-    event: Literal["drift.detected", "performance.degraded", "features.stale",
-                   "deadletters.rising", "model.promoted"] = "drift.detected"
+    event: AlertEvent = "drift.detected"
     """Webhook event type it is delivered as."""
-    model_name: str
+    model_name: str | None = None
     """Model concerned."""
-    model_version: str
+    model_version: str | None = None
     """Its version."""
+    subject: str | None = None
+    """What an alert that is not about one model version is about (dead-letter topic, consumer
+    group)."""
     detector: str
-    """Detector that fired (adwin, page_hinkley, ddm, psi, ks, wasserstein)."""
-    kind: Literal["error", "feature", "score"]
-    """What drifted: the error stream, a feature or the score distribution."""
+    """Detector that fired (adwin, page_hinkley, ddm, psi, ks, wasserstein, cbpe, realised,
+    stale_share, failure_share, per_minute, lag)."""
+    kind: Literal["error", "feature", "score", "performance", "freshness", "requests",
+                  "deadletters", "lag", "promotion"]
+    """What it is about: the error stream, a feature, the score distribution, the accuracy,
+    the features' age, the requests rejected, dead letters, a group's lag, a promotion."""
     feature: str | None = None
     """Feature concerned, for feature drift."""
     statistic: float
     """Detector's statistic."""
     threshold: float
-    """Threshold it crossed."""
+    """Threshold it crossed (from below, or from above for an accuracy)."""
     severity: Literal["info", "warning", "critical"] = "warning"
     """How bad."""
     detected_at: UtcDatetime
     """Event time at which the drift was detected."""
     window: dict[str, Scalar] = Field(default_factory=dict)
-    """Window the statistic was computed over (size, start, end)."""
+    """Window the statistic was computed over (size, first and last index, reference) and the
+    record that closed it (topic, partition, offset)."""
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> DriftAlert:
+        if self.model_name is None and self.subject is None:
+            raise ValueError("an alert needs a model_name or a subject")
+        return self
 
     def entity_key(self) -> str | None:
-        """Partition by model, so one model's alerts stay in order."""
-        return self.model_name
+        """Partition by model (or subject), so one model's alerts stay in order."""
+        return self.model_name or self.subject
 
 
 class RetrainRequest(Event):

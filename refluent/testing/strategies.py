@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from refluent.streams.contracts import (
+    AlertEvent,
     CdcEnvelope,
     CdcSource,
     DriftAlert,
@@ -474,15 +475,19 @@ def drift_alerts() -> SearchStrategy[DriftAlert]:
             "model_name": _model_names,
             "model_version": _versions,
             "detector": st.sampled_from(
-                ["adwin", "page_hinkley", "ddm", "psi", "ks", "wasserstein"]
+                ["adwin", "page_hinkley", "ddm", "psi", "ks", "wasserstein", "cbpe", "realised",
+                 "stale_share", "failure_share", "per_minute", "lag"]
             ),
-            "kind": st.sampled_from(["error", "feature", "score"]),
+            "kind": st.sampled_from(["error", "feature", "score", "performance", "freshness",
+                                     "requests", "deadletters", "lag", "promotion"]),
             "statistic": finite_floats,
             "threshold": finite_floats,
             "detected_at": aware_datetimes(),
         },
         {
             "alert_id": _ids,
+            "event": st.sampled_from(list(get_args(AlertEvent))),
+            "subject": _maybe(_names),
             "feature": _maybe(_names),
             "severity": st.sampled_from(["info", "warning", "critical"]),
             "window": st.dictionaries(_names, scalars(), max_size=4),

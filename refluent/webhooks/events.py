@@ -7,7 +7,7 @@ idempotency key.
 
 Examples:
     >>> from datetime import UTC, datetime
-    >>> from refluent.streams.contracts import DriftAlert
+    >>> from refluent.streams.contracts import AlertEvent, DriftAlert
     >>> alert = DriftAlert(alert_id="a1", model_name="churn", model_version="3", detector="adwin",
     ...                    kind="error", statistic=0.31, threshold=0.2,
     ...                    detected_at=datetime(2026, 5, 1, tzinfo=UTC))
@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import get_args
 
 import orjson
 
-from refluent.streams.contracts import DriftAlert
+from refluent.streams.contracts import AlertEvent, DriftAlert
 from refluent.webhooks.errors import UnknownEventError
 
-EVENT_TYPES = ("drift.detected", "performance.degraded", "features.stale", "deadletters.rising",
-               "model.promoted")
+EVENT_TYPES: tuple[str, ...] = get_args(AlertEvent)
 """Event types a subscriber can ask for."""
 ALL_EVENTS = "*"
 TEST_EVENT = "webhook.test"

@@ -153,7 +153,13 @@ def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
     assert "600 predictions on the predictions topic" in proc.stdout
     assert "600 labels joined, 600 examples produced, 0 dead-lettered" in proc.stdout
     assert "600 examples learned" in proc.stdout
-    assert "2 drift webhook(s) received and verified, 0 refused" in proc.stdout
+    # drift of basket_value, of the score and of the error; estimated and realised accuracy;
+    # the promotion of the model registered earlier in the demo
+    assert "6 webhook(s) received and verified, 0 refused" in proc.stdout
+    assert "signature verified, performance.degraded for basket-converts v1: performance (cbpe" \
+        in proc.stdout
+    assert "the estimated accuracy (cbpe) saw the fall 40 s (event time) before the labels" \
+        in proc.stdout
     assert "signature verified, drift.detected for basket-converts v1: basket_value" in (
         " ".join(proc.stdout.split()))
     assert "broker" in proc.stdout and "stopped" in proc.stdout

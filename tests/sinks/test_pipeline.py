@@ -32,10 +32,10 @@ from refluent.sinks.pipeline import (
     lake_table_for,
     online_routes,
 )
-from refluent.streams.contracts import CdcEnvelope, FeatureUpdate, LogEvent
+from refluent.streams.contracts import CdcEnvelope, DriftAlert, FeatureUpdate, LogEvent
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.kafka import Producer, TopicAdmin
-from refluent.streams.topics import TopicCatalog
+from refluent.streams.topics import ALERTS, TopicCatalog
 from refluent.testing.kafka import read_all, unique_topic
 from refluent.testing.services import RunningServices
 
@@ -188,6 +188,39 @@ def test_lake__each_kind_of_topic_lands_in_its_table_with_exactly_the_produced_r
             tp = (r["topic"], r["partition"])
             ends[tp] = max(ends.get(tp, 0), r["offset"] + 1)
         assert lake.offsets(topic) == ends
+
+
+def test_lake__alerts_land_with_their_model_detector_statistic_and_window(lake: Lake) -> None:
+    create_topics(lake.settings, [ALERTS])  # the sink knows the topic by its catalog name
+    run = uuid.uuid4().hex[:8]
+    alerts = [DriftAlert(alert_id=f"{run}-{i}", model_name="churn", model_version=str(i % 3),
+                         detector="psi", kind="feature", feature="spend", statistic=0.2 + i,
+                         threshold=0.2, detected_at=T0 + timedelta(minutes=i),
+                         window={"first_request": 1000 * i, "last_request": 1000 * i + 999,
+                                 "topic": "predictions", "partition": 0, "offset": 1000 * i})
+              for i in range(5)]
+    alerts.append(DriftAlert(alert_id=f"{run}-lag", event="consumer.lagging",
+                             subject="refluent-serving", detector="lag", kind="lag",
+                             statistic=20_000, threshold=10_000, detected_at=T0))
+    with Producer(lake.settings.kafka, lake.bootstrap) as producer:
+        for a in alerts:
+            producer.produce(ALERTS, a.model_dump_json().encode(), a.entity_key())
+
+    stats = run_lake(lake, [ALERTS], 0)  # other tests' alerts land too, each once
+
+    rows = lake.rows(ALERTS, "alert_id", "event", "model_name", "model_version", "subject",
+                     "detector", "statistic", "threshold", "event_time", "payload")
+    assert stats.dead_lettered == 0
+    assert len({r["alert_id"] for r in rows}) == len(rows)  # each alert once
+    by_id = {r["alert_id"]: r for r in rows if r["alert_id"].startswith(run)}
+    assert sorted(by_id) == sorted(a.alert_id for a in alerts)
+    for a in alerts:
+        row = by_id[a.alert_id]
+        assert (row["event"], row["model_name"], row["model_version"], row["subject"],
+                row["detector"], row["statistic"], row["threshold"], row["event_time"]) == (
+            a.event, a.model_name, a.model_version, a.subject, a.detector, a.statistic,
+            a.threshold, a.detected_at)
+        assert DriftAlert.model_validate_json(row["payload"]).window == a.window
 
 
 def test_lake__bad_records_go_to_the_dlq_and_the_totals_balance(lake: Lake) -> None:

@@ -747,7 +747,7 @@ def test_decode_error__validation_lists_three_fields_then_counts_the_rest() -> N
 
     detail = info.value.detail
     assert detail.count(": Field required") == 3
-    assert detail.endswith("and 4 more")  # 7 required fields in all
+    assert detail.endswith("and 2 more")  # 5 required fields in all
 
 
 @pytest.mark.unit
