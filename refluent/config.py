@@ -282,6 +282,9 @@ class MonitorSettings(_Component):
     ``inference.requests`` and the feedback group on ``predictions`` and ``feedback``."""
     lag_interval_s: float = Field(default=30.0, gt=0)
     """Seconds between two looks at the watched groups' lag."""
+    checkpoint_interval_s: float = Field(default=30.0, ge=0)
+    """Seconds between two checkpoints of the monitors' state (in Redis); a restart goes on
+    from the last one. 0: no checkpoints (a restart warms up anew from the group offsets)."""
     promotions: bool = True
     """Announce the registry's alias changes (promotions, rollbacks) as ``model.promoted``."""
     registry_interval_s: float = Field(default=10.0, gt=0)

@@ -19,12 +19,15 @@ def monitor(
     ] = False,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: off).")] = 0,
 ) -> None:
-    """Watch every served model for drift and send alerts until stopped (SIGTERM/Ctrl-C).
+    """Watch every served model and send alerts until stopped (SIGTERM/Ctrl-C).
 
-    The error stream of each model version (from the joined examples) under a River detector
-    (monitor.detector), and its features and score (from the predictions) against its first
-    requests (PSI, KS, Wasserstein; chi-square, Jensen-Shannon). Alerts go to the alerts topic,
-    from where `refluent webhooks dispatch` delivers them.
+    Per model version: the error stream (from the joined examples) under a River detector
+    (monitor.detector); its features and score (from the predictions) against its first
+    requests (PSI, KS, Wasserstein; chi-square, Jensen-Shannon); its estimated accuracy from
+    the scores (CBPE) and realised accuracy from the labels. Also stale features, rejected
+    requests, dead letters per minute, consumer lag and the registry's promotions. Alerts go to
+    the alerts topic, from where `refluent webhooks dispatch` delivers them. The state is
+    checkpointed in Redis (monitor.checkpoint_interval_s), so a restart goes on where it was.
     """
     from dataclasses import replace
 

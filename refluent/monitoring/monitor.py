@@ -31,6 +31,7 @@ same id, which the webhook outbox takes only once.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +120,19 @@ class ModelMonitors:
     def __post_init__(self) -> None:
         self._dead_letters = DeadLetterRate(self.settings.deadletters_per_minute)
         self._lag = LagWatch(self.settings.lag_threshold)
+
+    def state(self) -> bytes:
+        """The monitors' state, pickled, for a checkpoint (the settings and clock are not in
+        it: a version restored keeps the window sizes it was made with)."""
+        return pickle.dumps({"versions": self._versions, "failures": self._failures,
+                             "dead_letters": self._dead_letters, "lag": self._lag},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, state: bytes) -> None:
+        """Take the state :meth:`state` gave."""
+        got = pickle.loads(state)  # noqa: S301 - the monitor's own checkpoint
+        self._versions, self._failures = got["versions"], got["failures"]
+        self._dead_letters, self._lag = got["dead_letters"], got["lag"]
 
     def _version(self, model: str, version: str) -> _Version:
         key = (model, version)

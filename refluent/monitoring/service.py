@@ -9,9 +9,12 @@ groups, and every ``monitor.registry_interval_s`` at the registry's alias events
 rollback becomes ``model.promoted``). A batch's alerts and dead letters are flushed before its
 offsets are committed, so no alert is lost; an undecodable record goes to ``<topic>.dlq``.
 
-The monitors' state (detector windows, references) lives in memory: a restarted monitor starts
-again from the committed offsets and warms up anew, so it may stay silent about a change that
-began before the restart until its new reference and windows have filled.
+The monitors' state (detector windows, references, calibrations) is checkpointed every
+``monitor.checkpoint_interval_s`` (and when partitions are revoked or the service stops) with
+the offsets it covers, and the group commits only right after a checkpoint: a restarted monitor
+restores the last checkpoint and goes on from its offsets, so its windows are those of a
+monitor that never stopped, and the records it watches again raise the same alerts with the
+same ids (see :mod:`refluent.monitoring.checkpoint`). One monitor per group.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from refluent.errors import RefluentError
+from refluent.monitoring.checkpoint import Checkpointing, MonitorCheckpoints
 from refluent.monitoring.monitor import ModelMonitors
 from refluent.monitoring.operations import PromotionWatch
 from refluent.observability import metrics
@@ -71,18 +75,22 @@ class MonitorService:
         dead_letter_topics: Dead-letter topics watched (default: all the broker has at start).
         registry: Registry whose alias events are announced (default: the one of
             ``settings``, opened on first use).
+        checkpoints: Where the monitors' state is checkpointed (default: Redis, unless
+            ``monitor.checkpoint_interval_s`` is 0).
     """
 
     def __init__(self, settings: Settings, bootstrap_servers: str, *,
                  examples_topic: str = EXAMPLES, predictions_topic: str = PREDICTIONS,
                  alerts_topic: str = ALERTS, dead_letter_topics: list[str] | None = None,
-                 registry: ModelRegistry | None = None) -> None:
+                 registry: ModelRegistry | None = None,
+                 checkpoints: MonitorCheckpoints | None = None) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
         self.examples_topic, self.predictions_topic = examples_topic, predictions_topic
         self.alerts_topic = alerts_topic
         self._dead_letter_topics = dead_letter_topics
         self._registry = registry
+        self._checkpoints = checkpoints
         self._promotions = PromotionWatch(
             datetime.now(UTC) - timedelta(seconds=settings.monitor.promotion_lookback_s))
         self.monitors = ModelMonitors(settings.monitor)
@@ -169,6 +177,15 @@ class MonitorService:
         self.stats.alerts += len(alerts)
         return alerts
 
+    def _checkpointing(self) -> Checkpointing:
+        s = self.settings.monitor
+        store = self._checkpoints
+        if store is None and s.checkpoint_interval_s > 0:
+            from refluent.monitoring.checkpoint_redis import RedisMonitorCheckpoints
+
+            store = self._checkpoints = RedisMonitorCheckpoints.from_settings(self.settings)
+        return Checkpointing(store, s.group, s.checkpoint_interval_s, self.monitors.state)
+
     def dead_letter_topics(self) -> list[str]:
         """The dead-letter topics watched: those given, else those the broker has now (but
         ``alerts``' own)."""
@@ -190,9 +207,18 @@ class MonitorService:
         producer = Producer(kafka, self.bootstrap_servers,
                             **{"message.max.bytes": kafka.dlq_max_record_bytes + 65536})
         router = DeadLetterRouter(producer)
-        loop = ConsumerLoop(kafka, self.bootstrap_servers, self.settings.monitor.group,
+        checkpoints = self._checkpointing()
+        state = checkpoints.load()
+        if state is not None:
+            self.monitors.restore(state)
+            log.info("monitors restored from the checkpoint of group %s (%d partitions)",
+                     checkpoints.group, len(checkpoints.offsets))
+        loop = ConsumerLoop(kafka, self.bootstrap_servers, checkpoints.group,
                             [self.examples_topic, self.predictions_topic,
-                             *self.dead_letter_topics()])
+                             *self.dead_letter_topics()],
+                            start_offsets=checkpoints.start_offsets,
+                            commit_ready=checkpoints.commit_ready,
+                            on_revoke=lambda _: checkpoints.save())
         lag_every = self.settings.monitor.lag_interval_s
         registry_every = self.settings.monitor.registry_interval_s
         next_lag, next_registry = time.monotonic() + lag_every, time.monotonic()
@@ -227,11 +253,13 @@ class MonitorService:
                        for m in batch if (m.topic() or "").endswith(DLQ_SUFFIX)]
             publish(self.handle_dead_letters(letters))
             producer.flush()  # alerts and dead letters are durable before the commit
+            for m in batch:
+                checkpoints.seen(m.topic() or "", m.partition() or 0, m.offset() or 0)
             look_around()
 
         try:
             loop.run(handle, stop=stop, idle_timeout=idle_timeout, on_idle=look_around,
-                     until_caught_up=until_caught_up)
+                     before_close=checkpoints.save, until_caught_up=until_caught_up)
         finally:
             producer.close()
         return self.stats

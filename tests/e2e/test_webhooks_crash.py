@@ -28,6 +28,7 @@ from refluent.embedded.commands import RefluentCommand
 from refluent.streams.contracts import DriftAlert
 from refluent.streams.kafka import Producer, TopicAdmin
 from refluent.streams.topics import TopicCatalog
+from refluent.testing.crash import kill_at_moment
 from refluent.testing.services import RunningServices
 from refluent.webhooks.base import Subscriber, new_secret, subscriber_id
 from refluent.webhooks.receiver import WebhookReceiver
@@ -76,21 +77,9 @@ def test_kill_9__the_dispatcher_loses_no_alert(services: RunningServices, tmp_pa
     try:
         for k in range(KILLS):
             cmd.start()
-            if k == 0:
-                time.sleep(rnd.uniform(0.3, 1.5))  # start-up: imports, connections, no group
-            elif k == 1:
-                deadline = time.monotonic() + 60
-                while "delivering" not in cmd.life_output() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                time.sleep(rnd.uniform(0.0, 1.0))  # joining the group
-            else:
-                before = len(receiver.received)
-                deadline = time.monotonic() + 60
-                while len(receiver.received) < before + 20 and time.monotonic() < deadline:
-                    cmd.check_alive()
-                    time.sleep(0.02)
-                time.sleep(rnd.uniform(0.0, 0.5))
-            cmd.kill9()
+            before = len(receiver.received)
+            kill_at_moment(cmd, rnd, k, began="delivering",
+                           progressed=lambda b=before: len(receiver.received) >= b + 20)
             handled = len(receiver.handled)
             kills.append({"kill": k + 1, "handled": handled,
                           "pending_in_outbox": outbox.pending()})
