@@ -164,12 +164,14 @@ def dispatch(
     idle_timeout: Annotated[float | None, typer.Option(
         help="Stop after this many seconds without an alert.")] = None,
     topic: Annotated[str, typer.Option(help="Topic of the alerts.")] = "alerts",
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: off).")] = 0,
 ) -> None:
     """Deliver alerts to subscribers until stopped (SIGTERM/Ctrl-C)."""
     from dataclasses import replace
 
     from refluent.cli.app import settings
     from refluent.embedded.services import resolve_bootstrap
+    from refluent.observability.metrics import serve_metrics
     from refluent.streams.kafka import TopicAdmin
     from refluent.streams.topics import ALERTS, TopicCatalog
     from refluent.webhooks.dispatcher import WebhookDispatcher
@@ -180,6 +182,8 @@ def dispatch(
     TopicAdmin(s.kafka, bootstrap).ensure([replace(catalog.get(ALERTS), name=topic),
                                            replace(catalog.get(ALERTS + ".dlq"),
                                                    name=topic + ".dlq")])
+    if metrics_port:
+        serve_metrics(metrics_port)
     with _outbox() as outbox:
         dispatcher = WebhookDispatcher(s, bootstrap, outbox, alerts_topic=topic)
         console.print(f"delivering {topic} on {bootstrap} to "
