@@ -252,8 +252,13 @@ class MonitorSettings(_Component):
     """Examples a detector watches before it may alert."""
     cooldown: int = Field(default=1000, ge=0)
     """Examples after an alert before the next one."""
+    reference: Literal["first_requests", "training"] = "first_requests"
+    """Data-drift reference of a version's features: its first ``reference_size`` requests,
+    or the last ``reference_size`` rows of its training window (the lake table and snapshot
+    its registry lineage names as ``training_table`` and ``snapshot_id``; a version without
+    one falls back to its first requests)."""
     reference_size: int = Field(default=1000, ge=10)
-    """Requests after a version's first that form the data-drift reference."""
+    """Requests (or training rows) that form a version's data-drift reference."""
     window_size: int = Field(default=1000, ge=10)
     """Requests per data-drift window."""
     psi_threshold: float = Field(default=0.2, gt=0)

@@ -48,6 +48,7 @@ from refluent.monitoring.performance import (
     PerformanceEstimator,
     RealisedPerformance,
 )
+from refluent.monitoring.reference import References
 from refluent.streams.contracts import DriftAlert, LabeledExample, Prediction, Scalar
 from refluent.streams.deadletter import DeadLetter
 from refluent.streams.origin import Origin
@@ -112,6 +113,9 @@ class ModelMonitors:
 
     settings: MonitorSettings = field(default_factory=MonitorSettings)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    references: References | None = None
+    """Gives a new version's data-drift reference (its training window); None, or a None
+    answer, keeps its first requests (see :mod:`refluent.monitoring.reference`)."""
     _versions: dict[tuple[str, str], _Version] = field(default_factory=dict)
     _failures: dict[str, FractionWindow] = field(default_factory=dict)
     _dead_letters: DeadLetterRate = field(init=False)
@@ -149,6 +153,9 @@ class ModelMonitors:
                 RealisedPerformance(s.reference_size, s.window_size, s.performance_sigmas,
                                     s.min_drop),
                 FractionWindow(s.window_size, s.stale_share))
+            rows = self.references(model, version) if self.references is not None else None
+            if rows:
+                mon.data.set_reference(rows)
         return mon
 
     def on_example(self, example: LabeledExample, origin: Origin) -> list[DriftAlert]:

@@ -29,6 +29,7 @@ from refluent.errors import RefluentError
 from refluent.monitoring.checkpoint import Checkpointing, MonitorCheckpoints
 from refluent.monitoring.monitor import ModelMonitors
 from refluent.monitoring.operations import PromotionWatch
+from refluent.monitoring.reference import References
 from refluent.observability import metrics
 from refluent.streams.contracts import DriftAlert, LabeledExample, Prediction
 from refluent.streams.deadletter import DeadLetter, dlq_topic
@@ -93,7 +94,7 @@ class MonitorService:
         self._checkpoints = checkpoints
         self._promotions = PromotionWatch(
             datetime.now(UTC) - timedelta(seconds=settings.monitor.promotion_lookback_s))
-        self.monitors = ModelMonitors(settings.monitor)
+        self.monitors = ModelMonitors(settings.monitor, references=self._references())
         self.stats = MonitorStats()
         max_bytes = settings.kafka.max_record_bytes
         self._serdes: dict[str, JsonSerde[Any]] = {
@@ -165,17 +166,32 @@ class MonitorService:
         if not self.settings.monitor.promotions:
             return []
         try:
-            if self._registry is None:
-                from refluent.registry.base import ModelRegistry
-
-                self._registry = ModelRegistry.from_settings(self.settings)
-            events = self._registry.alias_events()
+            events = self.registry().alias_events()
         except RefluentError as exc:  # no registry yet, or the catalog does not answer now
             log.info("registry not read now: %s", exc)
             return []
         alerts = [self.monitors.on_alias_event(e) for e in self._promotions.update(events)]
         self.stats.alerts += len(alerts)
         return alerts
+
+    def _references(self) -> References | None:
+        """The training windows' reader, when ``monitor.reference`` asks for them."""
+        if self.settings.monitor.reference != "training":
+            return None
+        from refluent.lake.catalog import open_catalog
+        from refluent.monitoring.reference import training_references
+
+        return training_references(self.registry, lambda: open_catalog(self.settings),
+                                   self.settings.lake.namespace,
+                                   self.settings.monitor.reference_size)
+
+    def registry(self) -> ModelRegistry:
+        """The registry (the one given, else the one of the settings, opened once)."""
+        if self._registry is None:
+            from refluent.registry.base import ModelRegistry
+
+            self._registry = ModelRegistry.from_settings(self.settings)
+        return self._registry
 
     def _checkpointing(self) -> Checkpointing:
         s = self.settings.monitor
