@@ -17,7 +17,9 @@ What an answer means:
   jitter, until ``webhooks.max_attempts``; then a dead letter.
 
 The URL is checked again before each attempt (a name can resolve elsewhere since it was added),
-redirects are not followed, and at most ``webhooks.max_response_bytes`` of an answer are read.
+connections go only to addresses checked when they are made (:func:`pinned_transport`), no
+proxy from the environment is used, redirects are not followed, and at most
+``webhooks.max_response_bytes`` of an answer are read.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from refluent.errors import require
 from refluent.webhooks.base import Subscriber
 from refluent.webhooks.errors import WebhookUrlError
 from refluent.webhooks.events import WebhookMessage
-from refluent.webhooks.urls import check_url
+from refluent.webhooks.urls import check_url, parse_networks, pinned_address
 
 USER_AGENT = "refluent-webhooks"
 
@@ -113,7 +115,7 @@ class WebhookSender:
         self._httpx = httpx
         self._client = client or httpx.Client(
             timeout=settings.timeout_s, follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.concurrency * 2))
+            transport=pinned_transport(settings))
 
     def close(self) -> None:
         self._client.close()
@@ -151,4 +153,34 @@ class WebhookSender:
         return bytes(got)
 
 
-__all__ = ["Attempt", "WebhookSender", "backoff_s", "retry_after", "signed_headers"]
+def pinned_transport(settings: WebhookSettings) -> Any:
+    """An ``httpx2`` transport whose connections resolve the host themselves, check every
+    address it resolves to against the URL policy (:func:`~refluent.webhooks.urls.pinned_address`)
+    and connect to one they checked; TLS still verifies the certificate against the host name.
+    A refused address fails the connection (``ConnectError`` naming the address and why)."""
+    httpx: Any = require("httpx2", "webhooks")
+    httpcore: Any = require("httpcore2", "webhooks")
+    allowed = parse_networks(settings.allow_networks)
+
+    class PinnedBackend(httpcore.SyncBackend):
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                        local_address: str | None = None,
+                        socket_options: Any = None) -> Any:
+            try:
+                ip = pinned_address(host, port, allowed)
+            except WebhookUrlError as exc:
+                raise httpcore.ConnectError(str(exc)) from exc
+            return super().connect_tcp(str(ip), port, timeout, local_address, socket_options)
+
+    connections = settings.concurrency * 2
+    transport = httpx.HTTPTransport(trust_env=False)
+    # The transport's own pool, but connecting through the pinned backend.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(), max_connections=connections,
+        max_keepalive_connections=connections, keepalive_expiry=5.0,
+        network_backend=PinnedBackend())
+    return transport
+
+
+__all__ = ["Attempt", "WebhookSender", "backoff_s", "pinned_transport", "retry_after",
+           "signed_headers"]

@@ -5,7 +5,10 @@ URL that resolves to a loopback, private, link-local (cloud metadata at 169.254.
 otherwise non-public address would let whoever adds a subscriber reach services that are not
 theirs. Such URLs are refused unless their address lies in a network the operator allowed
 (``webhooks.allow_networks``; the tests allow loopback). The check runs when a subscriber is
-added and again before every delivery, since a name can resolve elsewhere later.
+added and again before every delivery, since a name can resolve elsewhere later; and the
+sender's connections resolve the name once more themselves and connect only to an address
+:func:`pinned_address` checked (see :func:`refluent.webhooks.delivery.pinned_transport`), so a
+name that changes its answer between the check and the connection (DNS rebinding) gets nowhere.
 
 Only ``http`` and ``https`` are accepted, without credentials in the URL (they would be printed
 and logged with it).
@@ -117,20 +120,33 @@ def check_url(url: str, allow_networks: Sequence[str] = ()) -> str:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
         raise WebhookUrlError(url, f"bad port: {exc}") from exc
-    allowed = parse_networks(allow_networks)
+    pinned_address(host, port, parse_networks(allow_networks), url)
+    return url
+
+
+def pinned_address(host: str, port: int, allowed: Sequence[IpNetwork], url: str | None = None
+                   ) -> IpAddress:
+    """The address to connect to for ``host``: the first it resolves to, once every address it
+    resolves to was checked.
+
+    Raises:
+        WebhookUrlError: ``host`` is a metadata name, does not resolve, or one of its addresses
+            is not public and not in ``allowed``.
+    """
+    where_url = url or f"//{host}:{port}"
     if host.rstrip(".").lower() in METADATA_NAMES:
-        raise WebhookUrlError(url, f"{host} is a cloud metadata endpoint")
+        raise WebhookUrlError(where_url, f"{host} is a cloud metadata endpoint")
     try:
         addresses = resolve(host, port)
     except OSError as exc:
-        raise WebhookUrlError(url, f"{host} does not resolve ({exc})") from exc
+        raise WebhookUrlError(where_url, f"{host} does not resolve ({exc})") from exc
     for ip in addresses:
         why = why_not_public(ip)
         if why is not None and not any(ip in net for net in allowed):
             where = "it" if str(ip) == host else host
-            raise WebhookUrlError(url, f"{where} resolves to {ip}, {why}",
+            raise WebhookUrlError(where_url, f"{where} resolves to {ip}, {why}",
                                   "allow its network in webhooks.allow_networks if it is meant")
-    return url
+    return addresses[0]
 
 
-__all__ = ["check_url", "parse_networks", "resolve", "why_not_public"]
+__all__ = ["check_url", "parse_networks", "pinned_address", "resolve", "why_not_public"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import random
 import threading
 from collections.abc import Iterator
@@ -164,6 +165,49 @@ def test_send__a_closed_port_and_a_refused_url_are_failed_attempts(
     assert not down.ok and down.status is None and "ConnectError" in down.error
     refused = WebhookSender(WebhookSettings()).send(sub(url), msg(), NOW)  # loopback not allowed
     assert not refused.ok and "a loopback address" in refused.error
+
+
+def test_send__connects_only_to_the_addresses_it_checked_when_connecting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name the system cannot resolve, answered by a resolver the test controls: delivered
+    when it resolves to allowed loopback (so the sender connected to the address it checked
+    itself), refused with no request made when it turns into loopback after the check passed
+    on a public address (DNS rebinding)."""
+    from refluent.webhooks import urls
+
+    server, _ = canned(200)
+    port = server.server_address[1]
+    hook = f"http://hooks.rebind.invalid:{port}/hook"
+    answers: list[str] = []
+
+    def resolve(host: str, p: int) -> list[Any]:
+        assert host == "hooks.rebind.invalid"
+        return [ipaddress.ip_address(answers.pop(0) if len(answers) > 1 else answers[0])]
+
+    monkeypatch.setattr(urls, "resolve", resolve)
+    handler = server.RequestHandlerClass  # this server's own class
+    seen: list[str] = []
+    original = handler.do_POST
+
+    def counting(self: Any) -> None:
+        seen.append(self.headers.get("host"))
+        original(self)
+
+    monkeypatch.setattr(handler, "do_POST", counting)
+    answers[:] = ["127.0.0.1"]
+    ok = WebhookSender(LOOPBACK).send(sub(hook), msg(), NOW)
+    assert ok.ok and seen == [f"hooks.rebind.invalid:{port}"]
+
+    strict = WebhookSender(WebhookSettings(timeout_s=2))
+    answers[:] = ["93.184.215.14", "127.0.0.1"]  # the check, then the connection
+    rebound = strict.send(sub(hook), msg(), NOW)
+    assert not rebound.ok and rebound.status is None
+    assert "ConnectError" in rebound.error and "resolves to 127.0.0.1, a loopback address" \
+        in rebound.error
+    assert len(seen) == 1  # nothing reached the receiver
+    strict.close()
+    server.shutdown()
+    server.server_close()
 
 
 def test_backoff__grows_to_the_cap_with_jitter_in_the_upper_half() -> None:
