@@ -100,9 +100,15 @@ def remove(subscriber: SubscriberArg) -> None:
 @webhooks_app.command("enable")
 def enable(subscriber: SubscriberArg) -> None:
     """Deliver again to a subscriber disabled by a 410 Gone (then ``replay`` its dead letters)."""
+    from refluent.cli.app import settings
+    from refluent.webhooks.dispatcher import all_subscribers
+    from refluent.webhooks.errors import UnknownSubscriberError
+
     with _outbox() as outbox:
-        outbox.enable(subscriber)
-    console.print(f"enabled {subscriber}")
+        if subscriber not in {x.id for x in all_subscribers(settings(), outbox)}:
+            raise UnknownSubscriberError(subscriber)
+        was = outbox.enable(subscriber)
+    console.print(f"enabled {subscriber}" if was else f"{subscriber} was not disabled")
 
 
 @webhooks_app.command("test")

@@ -119,8 +119,8 @@ class Outbox(ABC):
         """Disabled subscriber ids and why."""
 
     @abstractmethod
-    def enable(self, subscriber_id: str) -> None:
-        """Deliver to a disabled subscriber again."""
+    def enable(self, subscriber_id: str) -> bool:
+        """Deliver to a disabled subscriber again; whether it was disabled."""
 
     # -- deliveries -------------------------------------------------------------------------
 

@@ -70,11 +70,6 @@ class WebhookMessage:
                    d["body"].encode())
 
 
-def event_type(alert: DriftAlert) -> str:
-    """The event an alert is delivered as."""
-    return alert.event
-
-
 def message(msg_id: str, type_: str, timestamp: datetime, data: dict[str, object]
             ) -> WebhookMessage:
     """A message of ``type_`` carrying ``data``."""
@@ -85,9 +80,9 @@ def message(msg_id: str, type_: str, timestamp: datetime, data: dict[str, object
 
 def message_for(alert: DriftAlert) -> WebhookMessage:
     """The message ``alert`` is delivered as (its id is the alert's)."""
-    return message(alert.alert_id, event_type(alert), alert.detected_at,
+    return message(alert.alert_id, alert.event, alert.detected_at,
                    alert.model_dump(mode="json"))
 
 
 __all__ = ["ALL_EVENTS", "EVENT_TYPES", "TEST_EVENT", "WebhookMessage", "check_events",
-           "event_type", "message", "message_for"]
+           "message", "message_for"]

@@ -126,8 +126,8 @@ class RedisOutbox(Outbox):
     def disabled(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self._r.hgetall(self._disabled).items()}
 
-    def enable(self, subscriber_id: str) -> None:
-        self._r.hdel(self._disabled, subscriber_id)
+    def enable(self, subscriber_id: str) -> bool:
+        return bool(self._r.hdel(self._disabled, subscriber_id))
 
     # -- deliveries -------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ def test_add_list_test_remove(env: dict[str, str]) -> None:
     finally:
         receiver.stop()
     assert "failed: ConnectError" in run("webhooks", "test", sid, code=1)
+    assert f"{sid} was not disabled" in run("webhooks", "enable", sid)
     assert f"removed {sid}" in run("webhooks", "remove", sid)
     assert sid not in run("webhooks", "list")
 
@@ -71,8 +72,9 @@ def test_add__refuses_bad_input_with_the_reason(env: dict[str, str]) -> None:
     result = CliRunner().invoke(app, ["webhooks", "add", "http://127.0.0.1:9/h", "--secret",
                                       "hunter2"])
     assert "does not start with whsec_" in str(result.exception) + result.output
-    result = CliRunner().invoke(app, ["webhooks", "remove", "wh_nope"])
-    assert "no webhook subscriber 'wh_nope'" in str(result.exception) + result.output
+    for command in ("remove", "enable", "test"):
+        result = CliRunner().invoke(app, ["webhooks", command, "wh_nope"])
+        assert "no webhook subscriber 'wh_nope'" in str(result.exception) + result.output
 
 
 def test_add__generates_a_secret_and_shows_it_once(env: dict[str, str],

@@ -85,8 +85,9 @@ def test_subscribers_disable_remove_and_prune(outbox: RedisOutbox) -> None:
         sub.id, sub.url, sub.events, sub.secret)
     outbox.disable(sub.id, "410 Gone")
     assert outbox.stored_subscribers()[0].disabled == "410 Gone"
-    outbox.enable(sub.id)
+    assert outbox.enable(sub.id) is True
     assert outbox.stored_subscribers()[0].disabled is None
+    assert outbox.enable(sub.id) is False  # it was not disabled any more
 
     outbox.enqueue(msg(1), [sub.id, "other"], T0)
     outbox.enqueue(msg(2), [sub.id], T0)
