@@ -84,6 +84,14 @@ class KafkaSettings(_Component):
         conf.update(self.extra)
         return conf
 
+    def short_fetch_wait(self, ms: int) -> dict[str, Any]:
+        """``fetch.wait.max.ms`` of ``ms``, unless ``extra`` sets it: for services that wait
+        for single records (requests, alerts). A broker answers a fetch as soon as data
+        arrives, but some Kafka-compatible brokers hold it for the whole wait (librdkafka's
+        default is 500 ms), which would be latency; a short wait costs only idle fetches."""
+        key = "fetch.wait.max.ms"
+        return {} if key in self.extra else {key: ms}
+
     def large_fetch_config(self) -> dict[str, int]:
         """Consumer properties that let a record up to ``dlq_max_record_bytes`` be fetched,
         so an oversized input can still be read and dead-lettered whole."""

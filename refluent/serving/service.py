@@ -52,7 +52,6 @@ for them, so a steady stream still commits (and replays at most this much after 
 IDLE_POLL_S = 0.05
 """Longest the Kafka service blocks waiting for a request before it serves delivery reports
 and commits (a request that arrives ends the wait at once)."""
-FETCH_WAIT = "fetch.wait.max.ms"
 FETCH_WAIT_MS = 10
 """The request consumer's fetch wait (librdkafka's default is 500 ms). A broker answers a fetch
 as soon as data arrives, but some Kafka-compatible brokers hold it for the whole wait, which
@@ -200,9 +199,7 @@ class KafkaPredictionService:
             producer_overrides["linger.ms"] = 0
         self.producer = Producer(kafka, self.bootstrap_servers, **producer_overrides)
         self.router = DeadLetterRouter(self.producer)
-        overrides = dict(self.consumer_overrides)
-        if FETCH_WAIT not in kafka.extra:
-            overrides.setdefault(FETCH_WAIT, FETCH_WAIT_MS)
+        overrides = {**kafka.short_fetch_wait(FETCH_WAIT_MS), **self.consumer_overrides}
         loop = ConsumerLoop(kafka, self.bootstrap_servers, self.group_id, [self.requests_topic],
                             batch_size=serving.max_batch_size, on_revoke=self._flush,
                             commit_ready=self._commit_ready,

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 RETENTION = timedelta(days=7)
 """How long done deliveries are remembered (a replayed alert within it is not sent again)."""
 PRUNE_EVERY_S = 600.0
-FETCH_WAIT = "fetch.wait.max.ms"
 FETCH_WAIT_MS = 50
+"""The intake's fetch wait: an alert waits at most this long on a broker that holds fetches."""
 
 
 def settings_subscribers(settings: Settings) -> list[Subscriber]:
@@ -236,12 +236,9 @@ class WebhookDispatcher:
         stop = stop or StopSignal()
         producer = Producer(self.settings.kafka, self.bootstrap_servers)
         router = DeadLetterRouter(producer)
-        # Some Kafka-compatible brokers hold a fetch for its whole wait (librdkafka's default
-        # 500 ms), which would be alert latency; a short wait costs only idle fetches.
-        fetch: dict[str, Any] = ({} if FETCH_WAIT in self.settings.kafka.extra
-                                 else {FETCH_WAIT: FETCH_WAIT_MS})
         loop = ConsumerLoop(self.settings.kafka, self.bootstrap_servers,
-                            self.settings.webhooks.group, [self.alerts_topic], **fetch)
+                            self.settings.webhooks.group, [self.alerts_topic],
+                            **self.settings.kafka.short_fetch_wait(FETCH_WAIT_MS))
 
         def handle(batch: list[Message]) -> None:
             def reject(i: int, error: Exception) -> None:
