@@ -1,5 +1,6 @@
-"""The Redis outbox: idempotent enqueue, leases, retries, dead letters and replay, each step
-checked against what the step should leave behind."""
+"""Both outboxes, Redis and memory, through the same checks: idempotent enqueue, leases,
+retries, dead letters and replay, each step checked against what the step should leave
+behind."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from refluent.config import Settings
-from refluent.webhooks.base import Subscriber, new_secret
+from refluent.webhooks.base import Outbox, Subscriber, new_secret
 from refluent.webhooks.events import WebhookMessage, message
+from refluent.webhooks.memory import MemoryOutbox
 from refluent.webhooks.redis import RedisOutbox
 
 pytestmark = pytest.mark.integration
@@ -19,8 +21,12 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture()
-def outbox(settings: Settings) -> Iterator[RedisOutbox]:
+@pytest.fixture(params=["redis", "memory"])
+def outbox(request: pytest.FixtureRequest) -> Iterator[Outbox]:
+    if request.param == "memory":
+        yield MemoryOutbox()
+        return
+    settings: Settings = request.getfixturevalue("settings")
     box = RedisOutbox(settings.redis.url or "", key_prefix=f"t{uuid.uuid4().hex[:8]}")
     yield box
     box.clear()
@@ -31,7 +37,7 @@ def msg(i: int) -> WebhookMessage:
     return message(f"m{i}", "drift.detected", T0, {"i": i})
 
 
-def test_enqueue_claim_deliver__each_step_leaves_what_it_should(outbox: RedisOutbox) -> None:
+def test_enqueue_claim_deliver__each_step_leaves_what_it_should(outbox: Outbox) -> None:
     m1, m2 = msg(1), msg(2)
     assert outbox.enqueue(m1, ["a", "b"], T0) == 2
     assert outbox.enqueue(m1, ["a", "b"], T0) == 0  # idempotent
@@ -56,7 +62,7 @@ def test_enqueue_claim_deliver__each_step_leaves_what_it_should(outbox: RedisOut
     assert outbox.enqueue(m1, ["a"], T0) == 0
 
 
-def test_retry_dead_replay(outbox: RedisOutbox) -> None:
+def test_retry_dead_replay(outbox: Outbox) -> None:
     outbox.enqueue(msg(1), ["a"], T0)
     (d,) = outbox.claim(T0, 10, 30)
     outbox.retry(d, T0 + timedelta(seconds=8), "HTTP 503: busy")
@@ -77,7 +83,7 @@ def test_retry_dead_replay(outbox: RedisOutbox) -> None:
     assert (d3.message.id, d3.attempts) == ("m1", 0)
 
 
-def test_subscribers_disable_remove_and_prune(outbox: RedisOutbox) -> None:
+def test_subscribers_disable_remove_and_prune(outbox: Outbox) -> None:
     sub = Subscriber("wh_1", "https://example.com/h", ("drift.detected",), new_secret())
     outbox.put_subscriber(sub)
     (stored,) = outbox.stored_subscribers()
