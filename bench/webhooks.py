@@ -4,9 +4,10 @@ receiver's 2xx.
 Prints one JSON object. Starts its own broker and Redis (``refluent.testing.services``).
 
     python bench/webhooks.py [--burst 2000] [--rate 50] [--seconds 10]
+                             [--subscriber-concurrency 8]
 
 The dispatcher (:class:`~refluent.webhooks.dispatcher.WebhookDispatcher`, default settings:
-8 deliveries in flight) runs in this process and delivers to a verifying
+8 deliveries in flight, here all 8 allowed to the one receiver) runs in this process and delivers to a verifying
 :class:`~refluent.webhooks.receiver.WebhookReceiver` on loopback, also in this process (both
 share one interpreter, so the numbers are a floor). Two phases:
 
@@ -53,11 +54,14 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--subscriber-concurrency", type=int, default=8,
+                    help="sends under way to the one receiver (all of webhooks.concurrency)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running_services(Path(tmp)) as svc:
         settings = svc.settings()
         settings = settings.model_copy(update={"webhooks": settings.webhooks.model_copy(
-            update={"allow_networks": ["127.0.0.0/8"], "group": "bench-webhooks"})})
+            update={"allow_networks": ["127.0.0.0/8"], "group": "bench-webhooks",
+                    "subscriber_concurrency": args.subscriber_concurrency})})
         sfx = uuid.uuid4().hex[:6]
         topic = f"alerts.{sfx}"
         catalog = TopicCatalog.from_settings(settings.topics)
@@ -130,6 +134,7 @@ def main() -> None:
                       "latency": summary(latencies)},
             "repeated_deliveries": repeats, "rejected": len(receiver.rejected),
             "concurrency": settings.webhooks.concurrency,
+            "subscriber_concurrency": settings.webhooks.subscriber_concurrency,
             "dispatcher_stats": dispatcher.stats.__dict__,
         }
         outbox.clear()

@@ -355,6 +355,9 @@ class WebhookSettings(_Component):
     then."""
     concurrency: int = Field(default=8, ge=1)
     """Deliveries in flight at once."""
+    subscriber_concurrency: int = Field(default=2, ge=1)
+    """Deliveries in flight at once to one subscriber (a slow one keeps to these and never
+    holds up the others)."""
 
 
 class EmbeddedSettings(_Component):

@@ -143,6 +143,11 @@ class Outbox(ABC):
         """``delivery`` failed; try again at ``at``."""
 
     @abstractmethod
+    def release(self, delivery: Delivery, at: datetime) -> None:
+        """Give back a delivery taken but not attempted; due again at ``at`` (no attempt
+        counted)."""
+
+    @abstractmethod
     def dead(self, delivery: Delivery, error: str, now: datetime) -> None:
         """``delivery`` failed for good: keep it in the dead letters."""
 

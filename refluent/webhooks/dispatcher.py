@@ -6,8 +6,10 @@ Two loops in one process:
   into a message and writes one pending delivery per subscriber that wants its event into the
   outbox; the batch's offsets are committed only after that write. An undecodable alert goes to
   ``alerts.dlq`` (flushed before the commit);
-- the **deliverer** (a thread) takes due deliveries from the outbox under a lease, sends them
-  ``webhooks.concurrency`` at a time and records each answer: delivered, retried later, or dead.
+- the **deliverer** (a thread) takes due deliveries from the outbox under a lease, keeps up to
+  ``webhooks.concurrency`` sends under way (at most ``webhooks.subscriber_concurrency`` per
+  subscriber, so a slow receiver does not hold up the others) and records each answer as it
+  comes: delivered, retried later, or dead.
 
 Nothing is lost when the process is killed: an alert not yet in the outbox is consumed again
 (its offset was not committed), and a delivery taken but not recorded is due again when its
@@ -20,8 +22,9 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 RETENTION = timedelta(days=7)
 """How long done deliveries are remembered (a replayed alert within it is not sent again)."""
 PRUNE_EVERY_S = 600.0
+BUSY_RETRY_S = 0.2
+"""When a delivery held back for its subscriber's busy slots is due again."""
 FETCH_WAIT_MS = 50
 """The intake's fetch wait: an alert waits at most this long on a broker that holds fetches."""
 
@@ -150,10 +155,21 @@ class WebhookDispatcher:
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def deliver_due(self, pool: ThreadPoolExecutor) -> int:
-        """Take the deliveries due now, send them and record the answers; how many were sent."""
+    def deliver_due(self, pool: ThreadPoolExecutor, in_flight: dict[Future[Attempt], Any]
+                    ) -> int:
+        """Take as many due deliveries as there are free slots and start sending them;
+        ``in_flight`` maps each send under way to its (delivery, subscriber). How many were
+        started (or settled at once: removed or disabled subscribers).
+
+        A subscriber has at most ``webhooks.subscriber_concurrency`` sends under way; a
+        delivery beyond that goes back to the outbox, due again shortly, so a slow receiver
+        holds its own slots and never the others' (no head-of-line blocking)."""
         ws = self.settings.webhooks
-        due = self.outbox.claim(self.clock(), ws.concurrency * 4, ws.lease_s)
+        free = ws.concurrency - len(in_flight)
+        if free <= 0:
+            return 0
+        now = self.clock()
+        due = self.outbox.claim(now, free, ws.lease_s)
         if not due:
             return 0
         by_id = {s.id: s for s in self.subscribers()}
@@ -161,24 +177,31 @@ class WebhookDispatcher:
                for d in due):
             # Read again before dead-lettering: it may have been enabled (or added) just now.
             by_id = {s.id: s for s in self.subscribers(0.0)}
-        sends: list[tuple[Delivery, Subscriber | None, Any]] = []
+        busy = Counter(sub.id for _, sub in in_flight.values())
         for d in due:
             sub = by_id.get(d.subscriber_id)
-            if sub is None or sub.disabled is not None:
-                sends.append((d, sub, None))
-                continue
-            sends.append((d, sub, pool.submit(self.sender.send, sub, d.message)))
-        for d, sub, result in sends:
             if sub is None:
-                self.outbox.dead(d, f"subscriber {d.subscriber_id} was removed", self.clock())
+                self.outbox.dead(d, f"subscriber {d.subscriber_id} was removed", now)
                 self.stats.dead += 1
-                continue
-            if sub.disabled is not None:
-                self.outbox.dead(d, f"subscriber disabled: {sub.disabled}", self.clock())
+            elif sub.disabled is not None:
+                self.outbox.dead(d, f"subscriber disabled: {sub.disabled}", now)
                 self.stats.dead += 1
-                continue
-            self._record(d, sub, result.result())
-        return len(sends)
+            elif busy[sub.id] >= ws.subscriber_concurrency:
+                self.outbox.release(d, now + timedelta(seconds=BUSY_RETRY_S))
+            else:
+                busy[sub.id] += 1
+                in_flight[pool.submit(self.sender.send, sub, d.message)] = (d, sub)
+        return len(due)
+
+    def settle(self, in_flight: dict[Future[Attempt], Any], timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for sends to finish and record their answers; how many."""
+        if not in_flight:
+            return 0
+        done, _ = wait(in_flight, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        for future in done:
+            d, sub = in_flight.pop(future)
+            self._record(d, sub, future.result())
+        return len(done)
 
     def _record(self, d: Delivery, sub: Subscriber, attempt: Attempt) -> None:
         ws = self.settings.webhooks
@@ -209,22 +232,30 @@ class WebhookDispatcher:
         self._m_out.labels("retried").inc()
 
     def deliver_forever(self, stop: StopSignal, poll_s: float = 0.25) -> None:
-        """Deliver until ``stop`` is set (the deliverer thread's body)."""
+        """Deliver until ``stop`` is set (the deliverer thread's body); sends under way when
+        it is set are finished and recorded."""
         last_prune = 0.0
+        in_flight: dict[Future[Attempt], Any] = {}
         with ThreadPoolExecutor(self.settings.webhooks.concurrency,
                                 thread_name_prefix="webhook") as pool:
             while not stop.is_set():
                 try:
-                    sent = self.deliver_due(pool)
+                    started = self.deliver_due(pool, in_flight)
                     if time.monotonic() - last_prune > PRUNE_EVERY_S:
                         self.outbox.prune(self.clock() - RETENTION)
                         last_prune = time.monotonic()
+                    if in_flight:
+                        # Until one finishes (a slot frees), or briefly when more are due.
+                        self.settle(in_flight, 0.0 if started else poll_s / 5)
+                        continue
                 except Exception:  # keep delivering; the outbox still holds everything
                     log.exception("webhook delivery round failed")
-                    sent = 0
-                if not sent:
+                    started = 0
+                if not started:
                     self._wake.wait(poll_s)
                     self._wake.clear()
+            while in_flight:
+                self.settle(in_flight, self.settings.webhooks.timeout_s)
 
     # -- service ----------------------------------------------------------------------------
 

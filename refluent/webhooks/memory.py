@@ -119,6 +119,12 @@ class MemoryOutbox(Outbox):
                 self._due[key] = at
                 self._attempts[key] = delivery.attempts + 1
 
+    def release(self, delivery: Delivery, at: datetime) -> None:
+        key = (delivery.subscriber_id, delivery.message.id)
+        with self._lock:
+            if key in self._due:
+                self._due[key] = at
+
     def dead(self, delivery: Delivery, error: str, now: datetime) -> None:
         key = (delivery.subscriber_id, delivery.message.id)
         with self._lock:

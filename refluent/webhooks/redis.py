@@ -170,6 +170,10 @@ class RedisOutbox(Outbox):
         pipe.hset(self._attempts, m, delivery.attempts + 1).hset(self._errors, m, error)
         pipe.execute()
 
+    def release(self, delivery: Delivery, at: datetime) -> None:
+        m = _member(delivery.subscriber_id, delivery.message.id)
+        self._r.zadd(self._due, {m: _ms(at)}, xx=True)
+
     def dead(self, delivery: Delivery, error: str, now: datetime) -> None:
         m = _member(delivery.subscriber_id, delivery.message.id)
         pipe = self._r.pipeline()

@@ -113,6 +113,37 @@ def test_receiver_down_then_up__gets_every_alert_once(rig: Rig) -> None:
     assert rig.outbox.dead_letters() == []
 
 
+def test_a_stuck_receiver__holds_its_own_slots_and_never_the_others(rig: Rig) -> None:
+    secret = new_secret()
+    release = threading.Event()
+    calls: list[str] = []
+
+    def stuck_answer(msg_id: str) -> int:
+        calls.append(msg_id)
+        release.wait(60)
+        return 200
+
+    stuck = WebhookReceiver(secret, answer=stuck_answer).start()
+    free = WebhookReceiver(secret).start()
+    for r in (stuck, free):
+        rig.outbox.put_subscriber(Subscriber(subscriber_id(r.url), r.url, ("*",), secret))
+    sent = alerts(40, uuid.uuid4().hex[:6])
+    rig.thread.start()
+    rig.produce([a.model_dump_json().encode() for a in sent])
+    try:
+        wait_for("the free receiver to get every alert", lambda: len(free.handled) == 40)
+        # The stuck one holds the subscriber's slots and no more, though 80 were due.
+        assert len(calls) == rig.settings.webhooks.subscriber_concurrency
+        assert stuck.received == []
+        release.set()
+        wait_for("the stuck receiver to get every alert", lambda: len(stuck.handled) == 40)
+    finally:
+        release.set()
+        stuck.stop()
+        free.stop()
+    assert set(stuck.handled) == set(free.handled) == {a.alert_id for a in sent}
+
+
 def test_gone__disables_the_subscriber_until_enabled_and_replayed(rig: Rig) -> None:
     secret = new_secret()
     gone = {"yes": True}

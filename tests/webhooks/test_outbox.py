@@ -69,6 +69,10 @@ def test_retry_dead_replay(outbox: Outbox) -> None:
     assert outbox.claim(T0 + timedelta(seconds=7), 10, 30) == []
     (d2,) = outbox.claim(T0 + timedelta(seconds=8), 10, 30)
     assert d2.attempts == 1
+    outbox.release(d2, T0 + timedelta(seconds=8, milliseconds=500))  # given back, not tried
+    assert outbox.claim(T0 + timedelta(seconds=8, milliseconds=499), 10, 30) == []
+    (d2,) = outbox.claim(T0 + timedelta(seconds=8, milliseconds=500), 10, 30)
+    assert d2.attempts == 1
     outbox.dead(d2, "HTTP 500: boom", T0 + timedelta(seconds=9))
     assert outbox.pending() == 0
     (dl,) = outbox.dead_letters()
