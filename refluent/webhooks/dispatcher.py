@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -109,6 +109,7 @@ class WebhookDispatcher:
         self._rnd = random.Random(seed)  # noqa: S311 - retry jitter, not a secret
         self._serde = JsonSerde(DriftAlert, max_record_bytes=settings.kafka.max_record_bytes)
         self._wake = threading.Event()
+        self._backlog: deque[Delivery] = deque()
         self._subscribers: list[Subscriber] = []
         self._subscribers_at = 0.0
         self._m_out = metrics.WEBHOOK_DELIVERIES
@@ -157,28 +158,36 @@ class WebhookDispatcher:
 
     def deliver_due(self, pool: ThreadPoolExecutor, in_flight: dict[Future[Attempt], Any]
                     ) -> int:
-        """Take as many due deliveries as there are free slots and start sending them;
-        ``in_flight`` maps each send under way to its (delivery, subscriber). How many were
-        started (or settled at once: removed or disabled subscribers).
+        """Start sending due deliveries into the free slots; ``in_flight`` maps each send under
+        way to its (delivery, subscriber). How many were started or settled at once (removed
+        or disabled subscribers).
 
-        A subscriber has at most ``webhooks.subscriber_concurrency`` sends under way; a
-        delivery beyond that goes back to the outbox, due again shortly, so a slow receiver
-        holds its own slots and never the others' (no head-of-line blocking)."""
+        Deliveries are claimed from the outbox in batches (``webhooks.concurrency`` * 4, under
+        the lease) into a local backlog that fills the slots as they free. A subscriber has at
+        most ``webhooks.subscriber_concurrency`` sends under way; a delivery beyond that goes
+        back to the outbox, due again shortly, so a slow receiver holds its own slots and never
+        the others' (no head-of-line blocking)."""
         ws = self.settings.webhooks
         free = ws.concurrency - len(in_flight)
         if free <= 0:
             return 0
         now = self.clock()
-        due = self.outbox.claim(now, free, ws.lease_s)
-        if not due:
+        backlog = self._backlog
+        if len(backlog) < free:
+            backlog.extend(self.outbox.claim(now, ws.concurrency * 4 - len(backlog),
+                                             ws.lease_s))
+        if not backlog:
             return 0
         by_id = {s.id: s for s in self.subscribers()}
         if any(by_id.get(d.subscriber_id) is None or by_id[d.subscriber_id].disabled
-               for d in due):
+               for d in backlog):
             # Read again before dead-lettering: it may have been enabled (or added) just now.
             by_id = {s.id: s for s in self.subscribers(0.0)}
         busy = Counter(sub.id for _, sub in in_flight.values())
-        for d in due:
+        done = 0
+        while backlog and len(in_flight) < ws.concurrency:
+            d = backlog.popleft()
+            done += 1
             sub = by_id.get(d.subscriber_id)
             if sub is None:
                 self.outbox.dead(d, f"subscriber {d.subscriber_id} was removed", now)
@@ -188,10 +197,17 @@ class WebhookDispatcher:
                 self.stats.dead += 1
             elif busy[sub.id] >= ws.subscriber_concurrency:
                 self.outbox.release(d, now + timedelta(seconds=BUSY_RETRY_S))
+                done -= 1
             else:
                 busy[sub.id] += 1
                 in_flight[pool.submit(self.sender.send, sub, d.message)] = (d, sub)
-        return len(due)
+        return done
+
+    def release_backlog(self) -> None:
+        """Give the deliveries claimed but not started back to the outbox, due now."""
+        now = self.clock()
+        while self._backlog:
+            self.outbox.release(self._backlog.popleft(), now)
 
     def settle(self, in_flight: dict[Future[Attempt], Any], timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for sends to finish and record their answers; how many."""
@@ -256,6 +272,7 @@ class WebhookDispatcher:
                     self._wake.clear()
             while in_flight:
                 self.settle(in_flight, self.settings.webhooks.timeout_s)
+            self.release_backlog()
 
     # -- service ----------------------------------------------------------------------------
 
