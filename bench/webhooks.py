@@ -7,9 +7,9 @@ Prints one JSON object. Starts its own broker and Redis (``refluent.testing.serv
                              [--subscriber-concurrency 8]
 
 The dispatcher (:class:`~refluent.webhooks.dispatcher.WebhookDispatcher`, default settings:
-8 deliveries in flight, here all 8 allowed to the one receiver) runs in this process and delivers to a verifying
-:class:`~refluent.webhooks.receiver.WebhookReceiver` on loopback, also in this process (both
-share one interpreter, so the numbers are a floor). Two phases:
+8 deliveries in flight, here all 8 allowed to the one receiver) runs in this process and
+delivers to a verifying :class:`~refluent.webhooks.receiver.WebhookReceiver` on loopback, also
+in this process (both share one interpreter, so the numbers are a floor). Two phases:
 
 - ``burst``: ``--burst`` alerts produced at once; deliveries per second from the first
   produce to the last delivery handled;
