@@ -316,6 +316,17 @@ class MonitorSettings(_Component):
         return name
 
 
+class PrivacySettings(_Component):
+    """Differential privacy: one budget per model lineage, spent by DP-SGD runs and updates."""
+
+    epsilon_budget: float = Field(default=10.0, gt=0)
+    """Most epsilon a lineage may spend over all its DP runs (composed, not summed)."""
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    """Delta the lineage's epsilon is composed at."""
+    accountant: Literal["prv", "rdp"] = "prv"
+    """Opacus accountant composing the history: PRV (tight) or RDP."""
+
+
 class WebhookSubscriberSettings(_Component):
     """A webhook subscriber declared in settings (others are added with `refluent webhooks add`
     and kept in Redis)."""
@@ -408,6 +419,8 @@ class Settings(BaseSettings):
     """Drift monitors."""
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     """Webhook subscribers and deliveries."""
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    """Privacy budgets of model lineages."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     """Embedded services."""
 

@@ -51,6 +51,7 @@ def _register_subcommands() -> None:
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
     from refluent.cli.monitor import monitor
+    from refluent.cli.privacy import privacy_app
     from refluent.cli.serve import serve
     from refluent.cli.webhooks import webhooks_app
 
@@ -59,6 +60,7 @@ def _register_subcommands() -> None:
     app.add_typer(lake_app, name="lake")
     app.add_typer(models_app, name="models")
     app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(privacy_app, name="privacy")
     app.command()(process)
     app.command()(feedback)
     app.command()(monitor)

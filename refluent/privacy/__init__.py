@@ -1,0 +1,1 @@
+"""Differential privacy: the accountant and the privacy ledger of each model lineage."""
