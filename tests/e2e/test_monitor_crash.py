@@ -37,7 +37,7 @@ from refluent.testing.services import RunningServices
 
 pytestmark = pytest.mark.e2e
 
-N = 30_000
+N = 50_000  # enough that a mid-stream kill lands with records left, however fast
 SHIFT, RISE = 12_000, 18_000
 KILLS = 4
 SEED = 20261208
