@@ -6,9 +6,9 @@ Prints one JSON object.
 
 Writes ``--rows`` predictions of one model with ``--features`` numeric served features (and two
 thirds of them labelled in ``examples``) through the lake sink's own mappings into a local
-Iceberg catalog (SQLite + files), then times :class:`~refluent.jobs.training_set.
-TrainingSetBuilder`: ``pin`` (labels and the time split) and reading every batch of both
-splits. Rate: labelled rows per second, best of three.
+Iceberg catalog (SQLite + files), then times
+:class:`~refluent.jobs.training_set.TrainingSetBuilder`: ``pin`` (labels and the time split)
+and reading every batch of both splits. Rate: labelled rows per second, best of three.
 """
 
 from __future__ import annotations
