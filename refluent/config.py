@@ -327,6 +327,44 @@ class PrivacySettings(_Component):
     """Opacus accountant composing the history: PRV (tight) or RDP."""
 
 
+class RetrainSettings(_Component):
+    """DP-SGD retraining (``refluent retrain``): the model, the privacy of one run, the export."""
+
+    target_epsilon: float = Field(default=2.0, gt=0)
+    """Epsilon one run aims at alone; its noise multiplier is found for it (the lineage's total
+    is then composed with the history and checked against ``privacy.epsilon_budget``)."""
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    """Noise multiplier of each run; set, it overrides ``target_epsilon``."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Per-example gradient clipping norm."""
+    epochs: int = Field(default=5, ge=1)
+    """Passes over the training split (each of ``1 / sample_rate`` Poisson-sampled steps)."""
+    batch_size: int = Field(default=512, ge=1)
+    """Expected rows per step (Poisson sampling: sample rate = batch_size / rows)."""
+    learning_rate: float = Field(default=0.05, gt=0)
+    """Learning rate of the optimizer (Adam)."""
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    """Widths of the default tabular MLP's hidden layers."""
+    module_factory: str | None = None
+    """A user's ``torch.nn.Module`` factory by import path (``package.module:function``), called
+    with ``n_inputs`` and ``n_outputs``; empty for the tabular MLP."""
+    grad_sample_mode: Literal["ghost", "hooks"] = "ghost"
+    """Opacus' per-example clipping: ghost clipping (fast, where the layers allow it) or hooks."""
+    input_transform: Literal["symlog", "none"] = "symlog"
+    """Data-independent input scaling in the exported graph: ``sign(x) * log1p(|x|)``, or none.
+    Statistics of the private rows (means, deviations) would spend budget, so none are used."""
+    device: str = "auto"
+    """``auto`` (CUDA with mixed precision when present, else CPU), ``cpu``, or ``cuda[:N]``."""
+    quantize: bool = True
+    """Try int8 dynamic quantization of the exported graph."""
+    quantize_tolerance: float = Field(default=0.01, ge=0)
+    """Most validation accuracy (or relative MAE) the int8 graph may lose to be kept."""
+    alias: str = "challenger-dp"
+    """Alias the retrained version gets (a ``challenger*`` alias is shadow-scored)."""
+    seed: int | None = None
+    """Seed of the initial weights, the sampling and the noise; empty for a random one."""
+
+
 class WebhookSubscriberSettings(_Component):
     """A webhook subscriber declared in settings (others are added with `refluent webhooks add`
     and kept in Redis)."""
@@ -421,6 +459,8 @@ class Settings(BaseSettings):
     """Webhook subscribers and deliveries."""
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     """Privacy budgets of model lineages."""
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    """DP-SGD retraining."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     """Embedded services."""
 

@@ -26,7 +26,7 @@ def test_load_class__both_spellings(path: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "says"), [
-    ("Child", "'Child' is not a dotted path such as package.module:Class"),
+    ("Child", "'Child' is not a dotted path such as package.module:name"),
     ("no_such_module:Child", "cannot import no_such_module: No module named 'no_such_module'"),
     (f"{__name__}:Missing", f"{__name__}.Missing is nothing, not a subclass of {__name__}.Child"),
     (f"{__name__}:NOT_A_CLASS", "is <object object at"),

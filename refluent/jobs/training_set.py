@@ -21,7 +21,7 @@ predictions of one model that have a label, each with its served features and it
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,6 +55,9 @@ class TrainingSet:
     """Predictions at or after it are the validation set."""
     train_rows: int
     validation_rows: int
+    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Table -> ``topic:partition`` -> next offset its sink had consumed at the snapshot: the
+    stream positions the training set covers."""
 
     def lineage(self) -> dict[str, Any]:
         """What a model version trained on it records (the monitor's training reference reads
@@ -64,7 +67,8 @@ class TrainingSet:
                 "examples_table": self.examples_table,
                 "examples_snapshot_id": self.examples_snapshot,
                 "features": list(self.features), "cutoff": self.cutoff.isoformat(),
-                "train_rows": self.train_rows, "validation_rows": self.validation_rows}
+                "train_rows": self.train_rows, "validation_rows": self.validation_rows,
+                "offsets": self.offsets}
 
 
 class TrainingSetBuilder:
@@ -142,8 +146,13 @@ class TrainingSetBuilder:
             raise TrainingSetError(self.model, "no prediction of it has a label yet")
         n_val = round(len(times) * self.validation_fraction)
         cutoff = times[len(times) - n_val] if n_val else times[-1].replace(year=9999)
+        from refluent.lake.offsets import read_offsets
+
+        offsets = {t.name()[-1]: {f"{topic}:{p}": o for (topic, p), o in
+                                  sorted(read_offsets(t, snap).items())}
+                   for t, snap in ((preds, p_snap), (examples, e_snap))}
         return TrainingSet(self.model, self.predictions_table, p_snap, self.examples_table,
-                           e_snap, features, cutoff, len(times) - n_val, n_val)
+                           e_snap, features, cutoff, len(times) - n_val, n_val, offsets)
 
     def batches(self, ts: TrainingSet, split: Split | None = None) -> Iterator[Any]:
         """The rows of ``ts`` (of one split) as Arrow record batches: ``prediction_id``,

@@ -54,14 +54,16 @@ def decode_offsets(text: str) -> dict[tuple[str, int], int]:
     return out
 
 
-def offsets_summary(table: Table) -> tuple[int | None, str | None]:
-    """The id of the newest snapshot on the current branch carrying ``refluent.offsets``, and
-    that raw value; (None, None) when there is none.
+def offsets_summary(table: Table, snapshot_id: int | None = None
+                    ) -> tuple[int | None, str | None]:
+    """The id of the newest snapshot on the current branch (or at and before ``snapshot_id``)
+    carrying ``refluent.offsets``, and that raw value; (None, None) when there is none.
 
     Snapshots without offsets (a commit made by another tool) are skipped over, so their
     ancestors' offsets still count.
     """
-    snapshot = table.current_snapshot()
+    snapshot = (table.current_snapshot() if snapshot_id is None
+                else table.snapshot_by_id(snapshot_id))
     while snapshot is not None:
         raw = snapshot.summary.get(OFFSETS_KEY) if snapshot.summary is not None else None
         if raw is not None:
@@ -71,13 +73,14 @@ def offsets_summary(table: Table) -> tuple[int | None, str | None]:
     return None, None
 
 
-def read_offsets(table: Table) -> dict[tuple[str, int], int]:
-    """The next offset to consume per (topic, partition), from the table's snapshots.
+def read_offsets(table: Table, at: int | None = None) -> dict[tuple[str, int], int]:
+    """The next offset to consume per (topic, partition), from the table's snapshots (the
+    current one, or snapshot ``at`` and its ancestors).
 
     Raises:
         LakeOffsetsError: the summary holds something that is not offsets.
     """
-    snapshot_id, raw = offsets_summary(table)
+    snapshot_id, raw = offsets_summary(table, at)
     if raw is None or snapshot_id is None:
         return {}
     try:

@@ -12,25 +12,16 @@ from typing import Any
 
 import pytest
 
-from refluent.embedded.services import lake_catalog
 from refluent.jobs.training_set import TrainingSetBuilder, TrainingSetError
 from refluent.lake.mappings import PredictionsTable, RawEventsTable
-from refluent.sinks.base import SinkRecord
-from refluent.sinks.iceberg import IcebergSink
 from refluent.streams.contracts import LabeledExample, Prediction
+
+from . import lake
+from .lake import write
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
-
-
-def _write(catalog: Any, table: str, mapping: Any, events: list[Any], start: int) -> None:
-    sink = IcebergSink(catalog, mapping, table, namespace="lab", max_records=10**6,
-                       max_seconds=3600)
-    sink.setup()
-    sink.write([SinkRecord(table, 0, start + i, b"e", e, timestamp_ms=None)
-                for i, e in enumerate(events)])
-    sink.flush()
 
 
 def _stream(n: int, start: int, rnd: random.Random, model: str = "churn"
@@ -53,18 +44,16 @@ def _stream(n: int, start: int, rnd: random.Random, model: str = "churn"
 
 def test_training_set__the_labelled_predictions_at_the_pinned_snapshots(tmp_path: Path) -> None:
     rnd = random.Random(3)
-    (tmp_path / "warehouse").mkdir()
-    catalog = lake_catalog(f"sqlite:///{tmp_path / 'catalog.db'}",
-                           (tmp_path / "warehouse").as_uri())
+    catalog = lake.catalog(tmp_path)
     preds, examples = _stream(900, 0, rnd)
     other_preds, other_examples = _stream(100, 0, rnd, model="fraud")
-    _write(catalog, "predictions", PredictionsTable(), preds + other_preds, 0)
-    _write(catalog, "examples", RawEventsTable(), examples + other_examples, 0)
+    write(catalog, "predictions", PredictionsTable(), preds + other_preds, 0)
+    write(catalog, "examples", RawEventsTable(), examples + other_examples, 0)
     builder = TrainingSetBuilder(catalog, "lab", "churn", batch_rows=128)
     ts = builder.pin()
     later_preds, later_examples = _stream(300, 900, rnd)  # written after the pin
-    _write(catalog, "predictions", PredictionsTable(), later_preds, 2000)
-    _write(catalog, "examples", RawEventsTable(), later_examples, 2000)
+    write(catalog, "predictions", PredictionsTable(), later_preds, 2000)
+    write(catalog, "examples", RawEventsTable(), later_examples, 2000)
 
     labelled = {e.prediction_id: e.label for e in examples}
     expected = sorted((p.prediction_id, p.features["spend"], float(p.features["visits"]),
@@ -73,6 +62,10 @@ def test_training_set__the_labelled_predictions_at_the_pinned_snapshots(tmp_path
     assert ts.features == ("spend", "visits")  # numeric ones; "tier" is text
     assert ts.train_rows + ts.validation_rows == len(expected) == 600
     assert ts.validation_rows == 120
+    # The stream positions at the pinned snapshots, not after the later writes.
+    assert ts.offsets == {"predictions": {"predictions:0": 1000},
+                          "examples": {"examples:0": len(examples) + len(other_examples)}}
+    assert ts.lineage()["offsets"] == ts.offsets
 
     def rows(split: Any = None) -> list[tuple[Any, ...]]:
         out = []
