@@ -365,6 +365,39 @@ class RetrainSettings(_Component):
     """Seed of the initial weights, the sampling and the noise; empty for a random one."""
 
 
+class JobSettings(_Component):
+    """Where retraining jobs run: a local process, a Kubernetes Job, or a Kubeflow PyTorchJob."""
+
+    runner: Literal["local", "k8s", "kubeflow"] = "local"
+    """Runner of the jobs the launcher starts."""
+    image: str = "refluent:latest"
+    """Container image of the Kubernetes runners (the project's Dockerfile builds it)."""
+    namespace: str = "default"
+    """Kubernetes namespace the jobs are created in."""
+    gpus: int = Field(default=1, ge=0)
+    """GPUs (``nvidia.com/gpu``) per pod; 0 for a CPU job."""
+    cpu: str = "2"
+    """CPU request per pod."""
+    memory: str = "8Gi"
+    """Memory request (and limit) per pod."""
+    workers: int = Field(default=1, ge=0)
+    """Kubeflow: worker pods beside the master (DDP over ``1 + workers`` pods)."""
+    config_map: str | None = "refluent-config"
+    """ConfigMap whose entries become the pods' environment (``REFLUENT_*`` settings)."""
+    secret: str | None = None
+    """Secret whose entries become the pods' environment too."""
+    service_account: str | None = None
+    """Service account of the pods."""
+    backoff_limit: int = Field(default=0, ge=0)
+    """Retries of a failed pod (a retry runs under the same run id and charges nothing twice)."""
+    ttl_after_finished_s: int = Field(default=86_400, ge=0)
+    """Seconds a finished job is kept before Kubernetes deletes it."""
+    kube_context: str | None = None
+    """kubeconfig context to submit with; empty for the current one (or the in-cluster one)."""
+    local_timeout_s: float = Field(default=3600.0, gt=0)
+    """Longest a local job may run before the launcher ends it."""
+
+
 class WebhookSubscriberSettings(_Component):
     """A webhook subscriber declared in settings (others are added with `refluent webhooks add`
     and kept in Redis)."""
@@ -461,6 +494,8 @@ class Settings(BaseSettings):
     """Privacy budgets of model lineages."""
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     """DP-SGD retraining."""
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    """Where retraining jobs run."""
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     """Embedded services."""
 

@@ -52,6 +52,7 @@ def _register_subcommands() -> None:
     from refluent.cli.models import models_app
     from refluent.cli.monitor import monitor
     from refluent.cli.privacy import privacy_app
+    from refluent.cli.retrain import retrain
     from refluent.cli.serve import serve
     from refluent.cli.webhooks import webhooks_app
 
@@ -65,6 +66,7 @@ def _register_subcommands() -> None:
     app.command()(feedback)
     app.command()(monitor)
     app.command()(serve)
+    app.command()(retrain)
 
 
 class _State:

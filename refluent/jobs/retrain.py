@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from refluent.jobs.errors import JobError
+from refluent.jobs.group import JobGroup
 from refluent.jobs.training_set import Split, TrainingSet, TrainingSetBuilder
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from refluent.config import Settings
-    from refluent.jobs.dpsgd import DPResult
+    from refluent.jobs.dpsgd import DPConfig, DPResult
     from refluent.jobs.export import Quantized
     from refluent.privacy.ledger import LedgerEntry, PrivacyLedger
     from refluent.registry.base import ModelRegistry, ModelVersion
@@ -135,48 +136,58 @@ class RetrainJob:
         from refluent.registry.base import CHAMPION
 
         run_id = run_id or uuid.uuid4().hex
-        done = self._done(model, run_id)
-        if done is not None:
-            return RetrainOutcome(done, None, None, repeated=True)
-        started = time.perf_counter()
-        champion = self.registry.resolve(model, CHAMPION)
-        builder, ts = self.pin(model, snapshot, examples_snapshot)
-        data = _load(builder, ts, champion.task)
-        r = self.settings.retrain
-        n_out = len(data.classes) if champion.task == "classification" else 1
-        if r.seed is not None:
-            torch.manual_seed(r.seed)
-        net = build_network(len(ts.features), n_out, hidden=r.hidden,
-                            factory=r.module_factory)
-        x = torch.from_numpy(data.x_train)
-        if r.input_transform == "symlog":
-            x = symlog(x)
-        y = (torch.from_numpy(data.y_train).long() if champion.task == "classification"
-             else torch.from_numpy(data.y_train).float().reshape(-1, 1))
-        charged: list[LedgerEntry] = []
+        with JobGroup() as group:
+            done = group.first_says(lambda: self._done(model, run_id))
+            if done is not None:
+                return RetrainOutcome(done, None, None, repeated=True)
+            started = time.perf_counter()
+            champion = self.registry.resolve(model, CHAMPION)
+            # Every process trains on the snapshots the first one pinned.
+            pinned = group.first_says(lambda: self.pin(model, snapshot, examples_snapshot)[1])
+            builder, ts = self.pin(model, pinned.predictions_snapshot,
+                                   pinned.examples_snapshot)
+            data = _load(builder, ts, champion.task)
+            r = self.settings.retrain
+            n_out = len(data.classes) if champion.task == "classification" else 1
+            if r.seed is not None:
+                torch.manual_seed(r.seed)
+            net = build_network(len(ts.features), n_out, hidden=r.hidden,
+                                factory=r.module_factory)
+            x = torch.from_numpy(data.x_train)
+            if r.input_transform == "symlog":
+                x = symlog(x)
+            y = (torch.from_numpy(data.y_train).long() if champion.task == "classification"
+                 else torch.from_numpy(data.y_train).float().reshape(-1, 1))
+            charged: list[LedgerEntry] = []
 
-        def charge(planned: Any) -> None:
-            charged.append(self.ledger.charge(model, Spend(
-                run_id, planned.noise_multiplier, planned.sample_rate, planned.steps,
-                "retrain")))
+            def charge(planned: Any) -> None:
+                spend = Spend(run_id, planned.noise_multiplier, planned.sample_rate,
+                              planned.steps, "retrain")
+                charged.append(group.first_says(lambda: self.ledger.charge(model, spend)))
 
-        result = train_dp(net, x, y, champion.task, self._config(), charge=charge,
-                          progress=self.progress)
-        graph = to_onnx(Servable(net, champion.task, r.input_transform), ts.features,
-                        champion.task, data.classes)
-        gate = quantization_gate(graph, data.x_val, data.y_val, champion.task,
-                                 r.quantize_tolerance, r.quantize)
-        entry = charged[0]
-        version = self.registry.register(
-            model, OnnxModel(gate.graph, name=f"{model}@retrain"), parent=champion.version,
-            lineage=self._lineage(ts, run_id, result, gate, data, entry,
-                                  time.perf_counter() - started),
-            metrics=_metrics(champion.task, gate),
-            epsilon=entry.epsilon_total, alias=r.alias,
-            description=f"DP-SGD retrain {run_id} of v{champion.version}")
+            result = train_dp(net, x, y, champion.task, self.dp_config(), charge=charge,
+                              progress=self.progress)
+            entry = charged[0]
+
+            def register() -> ModelVersion:
+                graph = to_onnx(Servable(net, champion.task, r.input_transform),
+                                ts.features, champion.task, data.classes)
+                gate = quantization_gate(graph, data.x_val, data.y_val, champion.task,
+                                         r.quantize_tolerance, r.quantize)
+                return self.registry.register(
+                    model, OnnxModel(gate.graph, name=f"{model}@retrain"),
+                    parent=champion.version,
+                    lineage=self._lineage(ts, run_id, result, gate, data, entry,
+                                          time.perf_counter() - started),
+                    metrics=_metrics(champion.task, gate),
+                    epsilon=entry.epsilon_total, alias=r.alias,
+                    description=f"DP-SGD retrain {run_id} of v{champion.version}")
+
+            version = group.first_says(register)
         return RetrainOutcome(version, entry, ts)
 
-    def _config(self) -> Any:
+    def dp_config(self) -> DPConfig:
+        """The DP-SGD configuration of a run, from the settings."""
         from refluent.jobs.dpsgd import DPConfig
 
         r, p = self.settings.retrain, self.settings.privacy

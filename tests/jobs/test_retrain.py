@@ -104,3 +104,52 @@ def test_retrain__registers_a_dp_challenger_with_the_accountant_s_epsilon(tmp_pa
     with pytest.raises(BudgetExceededError, match="budget 2.5"):
         job.run("churn", run_id="run-2")  # 2.0 more would compose to more than 2.5
     assert len(ledger.entries("churn")) == 1 and len(registry.versions("churn")) == 2
+
+
+def _accuracy(registry: IcebergModelRegistry, version: int) -> float:
+    _, model = registry.load("churn", version)
+    rnd = random.Random(99)
+    rows = [_row(rnd) for _ in range(2000)]
+    scored = model.predict_many(rows)
+    return sum(s.label == rule(**x) for s, x in zip(scored, rows, strict=True)) / len(rows)
+
+
+def test_retrain__two_torchrun_processes_spend_the_same_epsilon_for_an_equal_model(
+        tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    registries = {}
+    for where in ("one", "two"):
+        (tmp_path / where).mkdir()
+        catalog = _lake(tmp_path / where, 6000)
+        registries[where] = IcebergModelRegistry(catalog, "lab")
+        registries[where].register("churn", OnnxModel(onnx_mlp_classifier(FEATURES).data),
+                                   alias=CHAMPION)
+    retrain = {"target_epsilon": 2.0, "seed": 11}
+    single = RetrainJob(Settings(lake={"namespace": "lab"}, retrain=retrain),
+                        catalog=registries["one"].catalog,
+                        registry=registries["one"]).run("churn", run_id="single")
+    env = {**os.environ, "REFLUENT_LAKE__NAMESPACE": "lab", "REFLUENT_RETRAIN__SEED": "11",
+           "REFLUENT_RETRAIN__TARGET_EPSILON": "2.0",
+           "REFLUENT_LAKE__CATALOG_URI": f"sqlite:///{tmp_path / 'two' / 'catalog.db'}",
+           "REFLUENT_LAKE__WAREHOUSE": (tmp_path / "two" / "warehouse").as_uri()}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node=2", "-m", "refluent.cli", "retrain", "churn", "--run-id",
+                "ddp", "--runner", "local"]
+    done = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = registries["two"].get("churn", 2)
+    assert registries["two"].aliases("churn")["challenger-dp"] == 2
+    assert ddp.lineage["world_size"] == 2 and single.version.lineage["world_size"] == 1
+    ledger = IcebergPrivacyLedger(registries["two"].catalog, "lab", budget=10, delta=1e-5)
+    assert [e.run_id for e in ledger.entries("churn")] == ["ddp"]  # charged once, not twice
+    for key in ("noise_multiplier", "sample_rate", "steps"):
+        assert ddp.lineage[key] == single.version.lineage[key]
+    assert ddp.epsilon == single.version.epsilon
+    one, two = _accuracy(registries["one"], 2), _accuracy(registries["two"], 2)
+    # Equal quality: both learned the rule (a third of the rows are positive); what is left
+    # between them is the noise of two DP runs.
+    assert one > 0.85 and two > 0.85 and abs(one - two) < 0.1, (one, two)
