@@ -355,8 +355,10 @@ class RetrainSettings(_Component):
     Statistics of the private rows (means, deviations) would spend budget, so none are used."""
     device: str = "auto"
     """``auto`` (CUDA with mixed precision when present, else CPU), ``cpu``, or ``cuda[:N]``."""
-    quantize: bool = True
-    """Try int8 dynamic quantization of the exported graph."""
+    quantize: bool = False
+    """Try int8 dynamic quantization of the exported graph (kept only within
+    ``quantize_tolerance``). Off by default: for the default small MLP the float graph answers
+    a row faster on a CPU than the int8 one (``bench/dp_sgd.py``); wide networks gain."""
     quantize_tolerance: float = Field(default=0.01, ge=0)
     """Most validation accuracy (or relative MAE) the int8 graph may lose to be kept."""
     alias: str = "challenger-dp"
@@ -396,6 +398,18 @@ class JobSettings(_Component):
     """kubeconfig context to submit with; empty for the current one (or the in-cluster one)."""
     local_timeout_s: float = Field(default=3600.0, gt=0)
     """Longest a local job may run before the launcher ends it."""
+    trigger_events: list[str] = Field(
+        default_factory=lambda: ["drift.detected", "performance.degraded"])
+    """Alert events that ask for a retrain."""
+    cooldown_s: float = Field(default=3600.0, ge=0)
+    """Least time between two retrains of one model (since the last DP version or request)."""
+    min_new_labels: int = Field(default=1000, ge=0)
+    """Labelled examples in the lake since the last retrain's training set that a retrain
+    needs."""
+    trigger_group: str = "refluent-retrain-trigger"
+    """Consumer group of the trigger on ``alerts``."""
+    launcher_group: str = "refluent-retrain-launcher"
+    """Consumer group of the launcher on ``retrain.requests``."""
 
 
 class WebhookSubscriberSettings(_Component):

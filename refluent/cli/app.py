@@ -48,6 +48,7 @@ app.add_typer(topics_app, name="topics")
 def _register_subcommands() -> None:
     from refluent.cli.features import features_app, process, sink_app
     from refluent.cli.feedback import feedback
+    from refluent.cli.jobs import jobs_app
     from refluent.cli.lake import lake_app
     from refluent.cli.models import models_app
     from refluent.cli.monitor import monitor
@@ -62,6 +63,7 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(webhooks_app, name="webhooks")
     app.add_typer(privacy_app, name="privacy")
+    app.add_typer(jobs_app, name="jobs")
     app.command()(process)
     app.command()(feedback)
     app.command()(monitor)

@@ -27,6 +27,10 @@ def retrain(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="local: pin the training set and plan the run without training; "
                           "k8s, kubeflow: print the manifest.")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report/--no-report", help="local: send the outcome (retrain.completed, "
+                                     "retrain.failed, budget.exhausted) to the alerts topic."
+    )] = False,
 ) -> None:
     """Retrain MODEL with DP-SGD (Opacus) on its labelled predictions from the lake.
 
@@ -47,7 +51,7 @@ def retrain(
         if dry_run:
             _plan(s, spec)
         else:
-            _run(s, spec)
+            _run(s, spec, report)
         return
     job_runner = make_runner(name, s)
     if dry_run:
@@ -80,14 +84,28 @@ def _plan(s: Settings, spec: JobSpec) -> None:
                   f"{s.privacy.accountant}); nothing trained (--dry-run)")
 
 
-def _run(s: Settings, spec: JobSpec) -> None:
+def _run(s: Settings, spec: JobSpec, report: bool) -> None:
     from refluent.cli.app import console
+    from refluent.jobs import outcomes
     from refluent.jobs.retrain import RetrainJob
+    from refluent.privacy.errors import BudgetExceededError
 
     job = RetrainJob(s, progress=True)
-    out = job.run(spec.model, snapshot=spec.snapshot,
-                  examples_snapshot=spec.examples_snapshot, run_id=spec.run_id)
+    try:
+        out = job.run(spec.model, snapshot=spec.snapshot,
+                      examples_snapshot=spec.examples_snapshot, run_id=spec.run_id)
+    except BudgetExceededError as exc:
+        if report:
+            outcomes.report(s, outcomes.exhausted(spec.model, spec.run_id, exc))
+        raise
+    except Exception as exc:
+        if report:
+            outcomes.report(s, outcomes.failed(spec.model, spec.run_id,
+                                               f"{type(exc).__name__}: {exc}"))
+        raise
     v = out.version
+    if report:  # a repeated run reports again: the same alert id, one alert downstream
+        outcomes.report(s, outcomes.completed(v, spec.run_id, s.privacy.epsilon_budget))
     if out.repeated:
         console.print(f"run {spec.run_id} already made {v.name} v{v.version}; nothing ran "
                       "again")

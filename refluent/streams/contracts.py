@@ -448,7 +448,8 @@ class LabeledExample(Event):
 
 
 AlertEvent = Literal["drift.detected", "performance.degraded", "features.stale",
-                     "deadletters.rising", "model.failing", "consumer.lagging", "model.promoted"]
+                     "deadletters.rising", "model.failing", "consumer.lagging", "model.promoted",
+                     "retrain.completed", "retrain.failed", "budget.exhausted"]
 """Webhook event types an alert is delivered as."""
 
 
@@ -472,9 +473,10 @@ class DriftAlert(Event):
     """Detector that fired (adwin, page_hinkley, ddm, psi, ks, wasserstein, cbpe, realised,
     stale_share, failure_share, per_minute, lag)."""
     kind: Literal["error", "feature", "score", "performance", "freshness", "requests",
-                  "deadletters", "lag", "promotion"]
+                  "deadletters", "lag", "promotion", "retrain", "privacy"]
     """What it is about: the error stream, a feature, the score distribution, the accuracy,
-    the features' age, the requests rejected, dead letters, a group's lag, a promotion."""
+    the features' age, the requests rejected, dead letters, a group's lag, a promotion, a
+    retraining job, a privacy budget."""
     feature: str | None = None
     """Feature concerned, for feature drift."""
     statistic: float

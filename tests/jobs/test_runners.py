@@ -28,7 +28,7 @@ K8S_VERSION = "1.30.0"
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SPEC = JobSpec("Churn_Model.v2", "5b0e0c1f2a3d4e5f60718293a4b5c6d7", snapshot=1234)
 RETRAIN = ["retrain", "Churn_Model.v2", "--run-id", SPEC.run_id, "--runner", "local",
-           "--snapshot", "1234"]
+           "--report", "--snapshot", "1234"]
 JOBS: list[dict[str, Any]] = [
     {},
     {"gpus": 0, "secret": "refluent-secrets", "service_account": "trainer",
@@ -126,10 +126,10 @@ def test_local__a_failed_job_is_reported_with_its_error(tmp_path: Path,
     monkeypatch.setenv("REFLUENT_LAKE__WAREHOUSE", (tmp_path / "warehouse").as_uri())
     runner = LocalRunner(Settings())
     launched = runner.launch(JobSpec("nobody", "r1"))
-    assert launched.finished and launched.ok is False
+    assert launched.finished and launched.ok is False and launched.exit_code == 1
     assert "exit code 1" in launched.detail and "nobody" in launched.detail
     assert runner.render(JobSpec("nobody", "r1")).endswith(
-        "-m refluent.cli retrain nobody --run-id r1 --runner local")
+        "-m refluent.cli retrain nobody --run-id r1 --runner local --report")
 
 
 def test_make_runner__an_unknown_runner_is_named() -> None:

@@ -33,13 +33,14 @@ class JobSpec:
 
 
 def retrain_args(spec: JobSpec) -> list[str]:
-    """The arguments of ``refluent retrain`` that run ``spec`` where the job runs.
+    """The arguments of ``refluent retrain`` that run ``spec`` where the job runs (and report
+    its outcome to ``alerts``).
 
     Examples:
         >>> retrain_args(JobSpec("churn", "r1", snapshot=42))
-        ['retrain', 'churn', '--run-id', 'r1', '--runner', 'local', '--snapshot', '42']
+        ['retrain', 'churn', '--run-id', 'r1', '--runner', 'local', '--report', '--snapshot', '42']
     """
-    args = ["retrain", spec.model, "--run-id", spec.run_id, "--runner", "local"]
+    args = ["retrain", spec.model, "--run-id", spec.run_id, "--runner", "local", "--report"]
     if spec.snapshot is not None:
         args += ["--snapshot", str(spec.snapshot)]
     if spec.examples_snapshot is not None:
@@ -60,6 +61,8 @@ class Launched:
     """Whether it succeeded, when finished."""
     detail: str = ""
     """Why it failed (the end of the job's error output), or where it was submitted."""
+    exit_code: int | None = None
+    """The job's exit status, when finished (None when it was ended for taking too long)."""
 
 
 class Runner(ABC):

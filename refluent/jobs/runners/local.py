@@ -41,4 +41,4 @@ class LocalRunner(Runner):
                                 f"ended after {timeout:g} s (jobs.local_timeout_s)")
         ok = proc.returncode == 0
         detail = "" if ok else f"exit code {proc.returncode}: {(err or '')[-_TAIL:].strip()}"
-        return Launched(self.name, str(proc.pid), True, ok, detail)
+        return Launched(self.name, str(proc.pid), True, ok, detail, proc.returncode)
