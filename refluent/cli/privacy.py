@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,9 @@ privacy_app = typer.Typer(help="Privacy budgets of model lineages.", no_args_is_
 @privacy_app.command("report")
 def report(
     model: Annotated[str, typer.Argument(help="Model lineage (the model's name).")],
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw the spend over time to this file (.png, .svg, .pdf, or .html with "
+             "the table).")] = None,
 ) -> None:
     """Every DP run charged to a lineage, its epsilon after each (composed by the accountant
     over the history, not summed), and what is left of the budget."""
@@ -44,3 +48,8 @@ def report(
     spent = ledger.spent(model)
     console.print(f"{model}: epsilon {spent:.4g} of {p.epsilon_budget:g} spent at delta "
                   f"{p.delta:g} ({p.accountant}), {max(p.epsilon_budget - spent, 0):.4g} left")
+    if plot is not None:
+        from refluent.privacy.plot import save_report
+
+        written = save_report(plot, model, entries, p.epsilon_budget, p.delta, p.accountant)
+        console.print(f"plot written to {written}")

@@ -13,6 +13,7 @@ from refluent.cli.app import app
 from refluent.config import Settings
 from refluent.privacy.iceberg import IcebergPrivacyLedger
 from refluent.privacy.ledger import Spend
+from refluent.privacy.plot import ledger_figure
 
 pytestmark = pytest.mark.integration
 
@@ -44,5 +45,19 @@ def test_report__shows_every_run_and_the_composed_spend(tmp_path: Path,
     spent = acc.get_epsilon(1e-5)
     out = cli("report", "churn")
     assert "retrain-1" in out and "update-1" in out and "retrain" in out
+    # The plot draws the ledger's own numbers, and the page holds the runs.
+    page = tmp_path / "ledger.html"
+    cli("report", "churn", "--plot", str(page))
+    text = page.read_text()
+    assert "<svg" in text and "retrain-1" in text and "update-1" in text
+    png = tmp_path / "ledger.png"
+    cli("report", "churn", "--plot", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    entries = ledger.entries("churn")
+    fig = ledger_figure("churn", entries, 8.0)
+    line = fig.axes[0].lines[0]
+    assert list(line.get_ydata()) == pytest.approx([e.epsilon_total for e in entries])
+    assert entries[-1].epsilon_total == pytest.approx(spent)
+    assert fig.axes[0].lines[1].get_ydata()[0] == 8.0  # the budget
     assert f"churn: epsilon {spent:.4g} of 8 spent at delta 1e-05 (prv), {8 - spent:.4g} left" \
         in out
