@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refluent.jobs.dpsgd import DPConfig, resolve_device, train_dp  # noqa: E402
 from refluent.jobs.export import predict, quality, quantize_int8, to_onnx  # noqa: E402
-from refluent.jobs.network import Servable, tabular_mlp  # noqa: E402
+from refluent.jobs.network import FeatureScaling, Servable, tabular_mlp  # noqa: E402
 
 
 def data(rows: int, features: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,8 +110,8 @@ def export_rows(net: torch.nn.Module, x_val: np.ndarray, y_val: np.ndarray, feat
     import onnxruntime as ort
 
     names = tuple(f"f{i}" for i in range(features))
-    graph = to_onnx(Servable(net, "classification", "none"), names, "classification",
-                    (0, 1))
+    graph = to_onnx(Servable(net, "classification", FeatureScaling(names, {}, "none")), names,
+                    "classification", (0, 1))
     small = quantize_int8(graph)
     out: dict[str, Any] = {}
     for name, g in (("float", graph), ("int8", small)):

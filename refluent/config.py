@@ -350,9 +350,13 @@ class RetrainSettings(_Component):
     with ``n_inputs`` and ``n_outputs``; empty for the tabular MLP."""
     grad_sample_mode: Literal["ghost", "hooks"] = "ghost"
     """Opacus' per-example clipping: ghost clipping (fast, where the layers allow it) or hooks."""
+    feature_scales: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Feature -> (centre, scale), public knowledge of its range: the network takes
+    ``(x - centre) / scale``. Statistics of the private rows (means, deviations) would spend
+    budget, so none are computed; declared scales train far better than a transform."""
     input_transform: Literal["symlog", "none"] = "symlog"
-    """Data-independent input scaling in the exported graph: ``sign(x) * log1p(|x|)``, or none.
-    Statistics of the private rows (means, deviations) would spend budget, so none are used."""
+    """Input scaling of the features without a declared scale, in the exported graph:
+    ``sign(x) * log1p(|x|)``, or none."""
     device: str = "auto"
     """``auto`` (CUDA with mixed precision when present, else CPU), ``cpu``, or ``cuda[:N]``."""
     quantize: bool = False

@@ -104,7 +104,7 @@ def _run(s: Settings, spec: JobSpec, report: bool) -> None:
                                                f"{type(exc).__name__}: {exc}"))
         raise
     v = out.version
-    if report:  # a repeated run reports again: the same alert id, one alert downstream
+    if report and not out.repeated:  # a repeated run was reported when it ran
         outcomes.report(s, outcomes.completed(v, spec.run_id, s.privacy.epsilon_budget))
     if out.repeated:
         console.print(f"run {spec.run_id} already made {v.name} v{v.version}; nothing ran "

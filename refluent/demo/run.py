@@ -1,6 +1,6 @@
 """The end-to-end demo on the embedded services (``refluent demo``): steps 2-6 are
 :mod:`refluent.demo.features`, steps 7-9 :mod:`refluent.demo.loop`, step 10
-:mod:`refluent.demo.drift`.
+:mod:`refluent.demo.drift`, step 11 :mod:`refluent.demo.retrain`.
 
 1. start the broker, Redis and the lake catalog;
 2. create the catalog's topics;
@@ -14,7 +14,9 @@
 9. land predictions and examples in the lake;
 10. the stream changes: the monitor raises drift alerts, delivered as signed webhooks to a
     receiver that verifies them (:mod:`refluent.demo.drift`);
-11. stop everything.
+11. the drift alerts trigger a DP-SGD retrain; the challenger is registered with its epsilon,
+    shadow-scored beside the champion and promoted (:mod:`refluent.demo.retrain`);
+12. stop everything.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from refluent.config import Settings
-from refluent.demo import drift, features, loop
+from refluent.demo import drift, features, loop, retrain
 from refluent.embedded import services
 
 NAMESPACE = "demo"
@@ -44,11 +46,12 @@ def run_demo(settings: Settings, console: Console, keep: bool = False) -> dict[s
         counts.update(features.features(settings, console))
         counts.update(loop.serve_and_learn(settings, console))
         counts.update(drift.drift_and_webhook(settings, console))
+        counts.update(retrain.retrain_and_promote(settings, console))
         return counts
     finally:
         if keep:
             console.print("services left running; stop them with `refluent down`")
         else:
-            console.rule("[bold]11. stop the services")
+            console.rule("[bold]12. stop the services")
             for name, pid, ok in services.down(settings):
                 console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name} (pid {pid}) stopped")

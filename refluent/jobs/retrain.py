@@ -130,7 +130,7 @@ class RetrainJob:
 
         from refluent.jobs.dpsgd import train_dp
         from refluent.jobs.export import quantization_gate, to_onnx
-        from refluent.jobs.network import Servable, build_network, symlog
+        from refluent.jobs.network import FeatureScaling, Servable, build_network
         from refluent.models.onnx import OnnxModel
         from refluent.privacy.ledger import Spend
         from refluent.registry.base import CHAMPION
@@ -153,9 +153,9 @@ class RetrainJob:
                 torch.manual_seed(r.seed)
             net = build_network(len(ts.features), n_out, hidden=r.hidden,
                                 factory=r.module_factory)
-            x = torch.from_numpy(data.x_train)
-            if r.input_transform == "symlog":
-                x = symlog(x)
+            scaling = FeatureScaling(ts.features, r.feature_scales, r.input_transform)
+            with torch.no_grad():
+                x = scaling(torch.from_numpy(data.x_train))
             y = (torch.from_numpy(data.y_train).long() if champion.task == "classification"
                  else torch.from_numpy(data.y_train).float().reshape(-1, 1))
             charged: list[LedgerEntry] = []
@@ -170,7 +170,7 @@ class RetrainJob:
             entry = charged[0]
 
             def register() -> ModelVersion:
-                graph = to_onnx(Servable(net, champion.task, r.input_transform),
+                graph = to_onnx(Servable(net, champion.task, scaling),
                                 ts.features, champion.task, data.classes)
                 gate = quantization_gate(graph, data.x_val, data.y_val, champion.task,
                                          r.quantize_tolerance, r.quantize)
@@ -208,6 +208,7 @@ class RetrainJob:
                 "delta": entry.delta, "accountant": entry.accountant,
                 "ledger_seq": entry.seq, "grad_sample_mode": r.grad_sample_mode,
                 "input_transform": r.input_transform,
+                "feature_scales": {f: list(v) for f, v in r.feature_scales.items()},
                 "network": r.module_factory or f"mlp{list(r.hidden)}",
                 "device": result.device, "mixed_precision": result.mixed_precision,
                 "world_size": result.world_size, "train_s": round(result.wall_s, 3),

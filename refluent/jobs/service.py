@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,8 @@ class LauncherStats:
     skipped: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    """Run id -> why its job failed (the end of its error output)."""
 
 
 class _Service:
@@ -178,6 +180,7 @@ class LauncherService(_Service):
                  "ok" if launched.ok else launched.detail)
         if launched.finished and not launched.ok:
             self.stats.failed += 1
+            self.stats.failures[spec.run_id] = launched.detail
             if launched.exit_code != JOB_REPORTED_EXIT:
                 outcomes.report(self.settings, outcomes.failed(
                     spec.model, spec.run_id, launched.detail), self.alerts_topic)

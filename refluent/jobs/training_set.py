@@ -131,7 +131,8 @@ class TrainingSetBuilder:
         served = [f.name.removeprefix(FEATURE_PREFIX) for f in preds.schema().fields
                   if f.name.startswith(FEATURE_PREFIX) and _numeric(f.field_type)]
         features = self._features or tuple(sorted(served))
-        missing = [f for f in features if f not in served]
+        columns = {f.name for f in preds.schema().fields if _numeric(f.field_type)}
+        missing = [f for f in features if feature_column(f) not in columns]
         if missing or not features:
             raise TrainingSetError(self.model, f"no numeric served feature {missing or ''}; "
                                    f"served: {', '.join(sorted(served)) or 'none'}")
@@ -162,7 +163,7 @@ class TrainingSetBuilder:
         labels = self.labels(ts.examples_snapshot)
         known = pa.array(list(labels), type=pa.string())
         columns = ("prediction_id", "event_time",
-                   *(FEATURE_PREFIX + f for f in ts.features))
+                   *(feature_column(f) for f in ts.features))
         reader = self._scan(self._table(ts.predictions_table), ts.predictions_snapshot,
                             columns).to_arrow_batch_reader()
         names = ["prediction_id", "event_time", *ts.features, "label"]
@@ -178,12 +179,25 @@ class TrainingSetBuilder:
                 continue
             ids = rows.column("prediction_id")
             arrays = [ids, rows.column("event_time"),
-                      *(rows.column(FEATURE_PREFIX + f).cast(pa.float64())
+                      *(rows.column(feature_column(f)).cast(pa.float64())
                         for f in ts.features),
                       _label_array(pa, [labels[i] for i in ids.to_pylist()])]
             out = pa.RecordBatch.from_arrays(arrays, names=names)
             for offset in range(0, out.num_rows, self.batch_rows):
                 yield out.slice(offset, self.batch_rows)
+
+
+def feature_column(feature: str) -> str:
+    """The ``predictions`` column of a served feature (dots, Iceberg's path separator, are
+    written as ``_``).
+
+    Examples:
+        >>> feature_column("customer_orders.spend_1h")
+        'feature__customer_orders_spend_1h'
+    """
+    from refluent.lake.schema import column_name
+
+    return column_name(FEATURE_PREFIX + feature, ())
 
 
 def _label_array(pa: Any, values: list[Any]) -> Any:

@@ -169,7 +169,11 @@ class TopicCatalog:
         specs = fixed
         specs += [replace(cdc, name=f"cdc.{t}") for t in settings.cdc_tables]
         specs += [replace(logs, name=f"logs.{s}") for s in settings.log_sources]
-        return cls(specs, [cdc, logs, features])
+        # More streams of the loop's own kinds (a region's predictions, a source's labels):
+        # <topic>.<suffix> carries <topic>'s contract.
+        more = [replace(spec, name=spec.name + ".*") for spec in fixed
+                if spec.name in (PREDICTIONS, FEEDBACK, EXAMPLES, ALERTS)]
+        return cls(specs, [cdc, logs, features, *more])
 
     def __iter__(self) -> Iterator[TopicSpec]:
         """Every named topic followed by its dead-letter sibling."""

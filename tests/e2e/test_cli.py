@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,19 @@ def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
         in proc.stdout
     assert "signature verified, drift.detected for basket-converts v1: basket_value" in (
         " ".join(proc.stdout.split()))
+    # The drift asks for one DP retrain; its challenger learned the new rule, is promoted in
+    # shadow, and the ledger holds what it spent.
+    out = " ".join(proc.stdout.split())
+    assert "6 alerts read, 1 retrain request(s) on retrain.requests" in out
+    made = re.search(r"basket-converts v2 registered as challenger-dp: \d+ rows, \d+ DP-SGD "
+                     r"steps at noise [\d.]+, validation accuracy ([\d.]+), epsilon ([\d.]+)",
+                     out)
+    assert made is not None, out[-3000:]
+    accuracy, epsilon = float(made[1]), made[2]
+    assert accuracy > 0.85  # a band of basket values: the River champion cannot draw it
+    assert float(epsilon) <= 2.0 + 1e-3  # retrain.target_epsilon
+    assert f"basket-converts v2 (DP-SGD, epsilon {epsilon}) promoted to champion" in out
+    assert f"privacy ledger of basket-converts: epsilon {epsilon} of 10 spent" in out
     assert "broker" in proc.stdout and "stopped" in proc.stdout
     assert _cli(tmp_path, "status", check=False).returncode == 3
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from refluent.jobs.errors import JobError
 from refluent.jobs.export import predict, quantization_gate, quantize_int8, to_onnx
-from refluent.jobs.network import Servable, tabular_mlp
+from refluent.jobs.network import FeatureScaling, Servable, tabular_mlp
 from refluent.models.onnx import OnnxModel
 
 pytestmark = pytest.mark.unit
@@ -20,7 +21,8 @@ FEATURES = ("spend", "visits", "tenure")
 @pytest.fixture(scope="module")
 def classifier() -> tuple[Servable, bytes]:
     torch.manual_seed(0)
-    servable = Servable(tabular_mlp(3, 2, (16, 8)), "classification", "symlog").eval()
+    scaling = FeatureScaling(FEATURES, {"spend": (100.0, 20.0)}, "symlog")
+    servable = Servable(tabular_mlp(3, 2, (16, 8)), "classification", scaling).eval()
     return servable, to_onnx(servable, FEATURES, "classification", (False, True))
 
 
@@ -55,7 +57,8 @@ def test_to_onnx__serves_as_an_onnx_model_with_its_metadata(classifier: tuple[Se
 
 def test_to_onnx__a_regressor() -> None:
     torch.manual_seed(1)
-    servable = Servable(tabular_mlp(3, 1, (8,)), "regression", "none").eval()
+    servable = Servable(tabular_mlp(3, 1, (8,)), "regression",
+                        FeatureScaling(FEATURES, {}, "none")).eval()
     graph = to_onnx(servable, FEATURES, "regression")
     x = _rows(50, 3)
     with torch.no_grad():
@@ -85,3 +88,17 @@ def test_quantization_gate__keeps_int8_only_within_its_tolerance(
     assert kept.int8_quality == pytest.approx(1.0 - lost)
     off = quantization_gate(graph, xv, yv, "classification", tolerance=1.0, enabled=False)
     assert (off.int8, off.graph, off.int8_quality) == (False, graph, None)
+
+
+def test_feature_scaling__standardises_declared_features_and_refuses_bad_scales() -> None:
+    scaling = FeatureScaling(FEATURES, {"spend": (100.0, 20.0), "tenure": (-1.0, 0.5)},
+                             "symlog")
+    out = scaling(torch.tensor([[140.0, 9.0, 0.0]]))[0].tolist()
+    # Declared: (x - centre) / scale; the rest: sign(x) * log1p(|x|).
+    assert out == pytest.approx([2.0, float(np.log1p(9.0)), 2.0])
+    assert FeatureScaling(FEATURES, {}, "none")(torch.tensor([[5.0, -3.0, 2.0]])).tolist() \
+        == [[5.0, -3.0, 2.0]]
+    with pytest.raises(JobError, match="the scale of 'visits' is 0.0; it must be positive"):
+        FeatureScaling(FEATURES, {"visits": (1.0, 0.0)})
+    with pytest.raises(JobError, match="age not among the model's features"):
+        FeatureScaling(FEATURES, {"age": (40.0, 10.0)})

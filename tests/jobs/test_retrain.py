@@ -63,7 +63,8 @@ def test_retrain__registers_a_dp_challenger_with_the_accountant_s_epsilon(tmp_pa
     registry = IcebergModelRegistry(catalog, "lab")
     registry.register("churn", OnnxModel(onnx_mlp_classifier(FEATURES).data), alias=CHAMPION)
     settings = Settings(lake={"namespace": "lab"}, privacy={"epsilon_budget": 2.5},
-                        retrain={"target_epsilon": 2.0, "seed": 11})
+                        retrain={"target_epsilon": 2.0, "seed": 11,
+                                 "feature_scales": {"spend": (150.0, 90.0)}})
     ledger = IcebergPrivacyLedger(catalog, "lab", budget=2.5, delta=1e-5)
     job = RetrainJob(settings, catalog=catalog, registry=registry, ledger=ledger)
 
@@ -88,6 +89,7 @@ def test_retrain__registers_a_dp_challenger_with_the_accountant_s_epsilon(tmp_pa
     assert (lin["train_rows"], lin["validation_rows"], lin["rows"]) == (4800, 1200, 4800)
     assert lin["offsets"]["predictions"] == {"predictions:0": 6000}
     assert lin["device"] == "cpu" and lin["run_id"] == "run-1"
+    assert lin["feature_scales"] == {"spend": [150.0, 90.0]}  # visits: symlog
     # It learned the rule: fresh rows, scored as serving would score them.
     _, model = registry.load("churn", 2)
     rnd = random.Random(99)

@@ -94,3 +94,29 @@ def test_training_set__the_labelled_predictions_at_the_pinned_snapshots(tmp_path
         TrainingSetBuilder(catalog, "lab", "churn", features=["height"]).pin()
     with pytest.raises(TrainingSetError, match="no prediction of it has a label"):
         TrainingSetBuilder(catalog, "lab", "nobody").pin()
+
+
+def test_training_set__features_named_with_dots_are_read_from_their_columns(
+        tmp_path: Path) -> None:
+    catalog = lake.catalog(tmp_path)
+    preds, examples = [], []
+    for i in range(20):
+        t = T0 + timedelta(seconds=i)
+        x = {"customer_orders.spend_1h": float(i), "basket_value": 2.0 * i}
+        preds.append(Prediction(prediction_id=f"p{i}", request_id=f"r{i}", model_name="m",
+                                model_version="1", entity_id="e", score=0.5, label=True,
+                                features=x, ts=t))
+        examples.append(LabeledExample(prediction_id=f"p{i}", entity_id="e", model_name="m",
+                                       model_version="1", features=x, label=i % 2 == 0,
+                                       prediction_time=t, label_time=t))
+    write(catalog, "predictions", PredictionsTable(), preds, 0)
+    write(catalog, "examples", RawEventsTable(), examples, 0)
+    builder = TrainingSetBuilder(catalog, "lab", "m",
+                                 features=["customer_orders.spend_1h", "basket_value"])
+    ts = builder.pin()
+    rows = [r for b in builder.batches(ts) for r in b.to_pylist()]
+    assert ts.features == ("customer_orders.spend_1h", "basket_value")
+    assert sorted((r["customer_orders.spend_1h"], r["basket_value"], r["label"])
+                  for r in rows) == [(float(i), 2.0 * i, i % 2 == 0) for i in range(20)]
+    with pytest.raises(TrainingSetError, match="customer_orders.orders_1h"):
+        TrainingSetBuilder(catalog, "lab", "m", features=["customer_orders.orders_1h"]).pin()

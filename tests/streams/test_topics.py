@@ -31,6 +31,18 @@ def test_patterns__match_unlisted_cdc_and_log_topics() -> None:
     assert dlq.contract is None and dlq.is_dlq and dlq.partitions == 1
 
 
+def test_patterns__more_streams_of_the_loop_s_kinds_carry_their_contract() -> None:
+    catalog = TopicCatalog.from_settings(TopicSettings())
+    for name, contract in (("predictions.eu", c.Prediction), ("feedback.web", c.Feedback),
+                           ("examples.eu", c.LabeledExample), ("alerts.staging", c.DriftAlert)):
+        spec = catalog.get(name)
+        assert (spec.name, spec.contract) == (name, contract)
+        assert catalog.get(name + ".dlq").is_dlq
+    assert catalog.get("predictions.dlq").is_dlq  # the loop's own DLQ, not a stream
+    with pytest.raises(UnknownTopicError):
+        catalog.get("inference.requests.eu")  # requests have no such siblings
+
+
 def test_unknown_topic__error_lists_what_is_known() -> None:
     with pytest.raises(UnknownTopicError, match="'metrics'.*cdc\\.\\*"):
         TopicCatalog.from_settings(TopicSettings()).get("metrics")
