@@ -68,7 +68,7 @@ def _plan(s: Settings, spec: JobSpec) -> None:
     from refluent.privacy.ledger import Spend
 
     job = RetrainJob(s)
-    _, ts = job.pin(spec.model, spec.snapshot, spec.examples_snapshot)
+    ts = job.builder(spec.model).pin(spec.snapshot, spec.examples_snapshot)
     run = plan_run(ts.train_rows, job.dp_config())
     console.print(f"training set of {ts.model}: {ts.train_rows} rows to train, "
                   f"{ts.validation_rows} to validate (from {ts.cutoff:%Y-%m-%d %H:%M:%S}); "

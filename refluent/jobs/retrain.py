@@ -27,13 +27,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from refluent.jobs.errors import JobError
 from refluent.jobs.group import JobGroup
-from refluent.jobs.training_set import Split, TrainingSet, TrainingSetBuilder
+from refluent.jobs.training_set import TrainingSet, TrainingSetBuilder
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -55,10 +56,6 @@ class RetrainOutcome:
     training_set: TrainingSet | None
     repeated: bool = False
     """True when the run id had already made ``version`` and nothing ran."""
-
-    @property
-    def epsilon(self) -> float | None:
-        return self.version.epsilon
 
 
 @dataclass(frozen=True)
@@ -106,16 +103,13 @@ class RetrainJob:
                 return v
         return None
 
-    def pin(self, model: str, snapshot: int | None = None,
-            examples_snapshot: int | None = None) -> tuple[TrainingSetBuilder, TrainingSet]:
-        """The model's training set at these snapshots (default: the current ones), on the
-        champion's features."""
+    def builder(self, model: str) -> TrainingSetBuilder:
+        """The builder of ``model``'s training sets, on its champion's features."""
         from refluent.registry.base import CHAMPION
 
         champion = self.registry.resolve(model, CHAMPION)
-        builder = TrainingSetBuilder(self.catalog, self.settings.lake.namespace, model,
-                                     features=champion.feature_names or None)
-        return builder, builder.pin(snapshot, examples_snapshot)
+        return TrainingSetBuilder(self.catalog, self.settings.lake.namespace, model,
+                                  features=champion.feature_names or None)
 
     def run(self, model: str, *, snapshot: int | None = None,
             examples_snapshot: int | None = None, run_id: str | None = None) -> RetrainOutcome:
@@ -142,10 +136,9 @@ class RetrainJob:
                 return RetrainOutcome(done, None, None, repeated=True)
             started = time.perf_counter()
             champion = self.registry.resolve(model, CHAMPION)
-            # Every process trains on the snapshots the first one pinned.
-            pinned = group.first_says(lambda: self.pin(model, snapshot, examples_snapshot)[1])
-            builder, ts = self.pin(model, pinned.predictions_snapshot,
-                                   pinned.examples_snapshot)
+            # Every process trains on the training set the first one pinned.
+            builder = self.builder(model)
+            ts = group.first_says(lambda: builder.pin(snapshot, examples_snapshot))
             data = _load(builder, ts, champion.task)
             r = self.settings.retrain
             n_out = len(data.classes) if champion.task == "classification" else 1
@@ -228,21 +221,22 @@ def _metrics(task: str, gate: Quantized) -> dict[str, float]:
 def _load(builder: TrainingSetBuilder, ts: TrainingSet, task: str) -> _Data:
     """The training set as matrices: rows with a null feature or label are dropped; a
     classifier's labels become class indices (classes in sorted order, as text)."""
-    parts: dict[str, tuple[list[np.ndarray], list[Any]]] = {}
+    parts: dict[str, tuple[list[np.ndarray], list[Any]]] = {"train": ([], []),
+                                                              "validation": ([], [])}
     dropped = 0
-    splits: tuple[Split, Split] = ("train", "validation")
-    for split in splits:
-        xs: list[np.ndarray] = []
-        ys: list[Any] = []
-        for batch in builder.batches(ts, split):
-            x = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False)
-                                 for f in ts.features]).astype(np.float64)
-            labels = batch.column("label").to_pylist()
-            ok = ~np.isnan(x).any(axis=1) & np.array([v is not None for v in labels])
-            dropped += int((~ok).sum())
-            xs.append(x[ok].astype(np.float32))
-            ys.extend(v for v, keep in zip(labels, ok.tolist(), strict=True) if keep)
-        parts[split] = (xs, ys)
+    cutoff = np.datetime64(ts.cutoff.astimezone(UTC).replace(tzinfo=None), "us")
+    for batch in builder.batches(ts):  # one read; split by the cutoff here
+        x = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False)
+                             for f in ts.features]).astype(np.float64)
+        labels = batch.column("label").to_pylist()
+        ok = ~np.isnan(x).any(axis=1) & np.array([v is not None for v in labels])
+        dropped += int((~ok).sum())
+        late = batch.column("event_time").to_numpy(zero_copy_only=False).astype(
+            "datetime64[us]") >= cutoff
+        for split, mine in (("train", ok & ~late), ("validation", ok & late)):
+            xs, ys = parts[split]
+            xs.append(x[mine].astype(np.float32))
+            ys.extend(v for v, keep in zip(labels, mine.tolist(), strict=True) if keep)
     width = len(ts.features)
 
     def matrix(split: str) -> np.ndarray:
