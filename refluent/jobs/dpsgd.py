@@ -228,30 +228,12 @@ def train_dp(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, confi
                     len(rows), world, losses)
 
 
-class _NoBars:
-    def add_task(self, *_: Any, **__: Any) -> int:
-        return 0
-
-    def reset(self, *_: Any) -> None:
-        return None
-
-    def advance(self, *_: Any) -> None:
-        return None
-
-    def __enter__(self) -> _NoBars:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        return None
-
-
 def _bars(show: bool) -> Any:
-    if not show:
-        return _NoBars()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     return Progress("[progress.description]{task.description}", BarColumn(),
-                    MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+                    MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                    disable=not show)
 
 
 __all__ = ["DPConfig", "DPResult", "plan_run", "resolve_device", "train_dp"]
