@@ -17,6 +17,7 @@ and promoted.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from rich.console import Console
 
 from refluent.config import Settings
 from refluent.demo.loop import MODEL
-from refluent.demo.processes import VIEWS
+from refluent.demo.processes import child_env
 from refluent.embedded import services
 from refluent.errors import RefluentError
 from refluent.streams.contracts import FeatureValue, Feedback, Prediction
@@ -125,11 +126,8 @@ def retrain_and_promote(settings: Settings, console: Console) -> dict[str, Any]:
     trigger = TriggerService(settings, bootstrap).run(until_caught_up=True)
     console.print(f"[green]✓[/] trigger: {trigger.alerts} alerts read, {trigger.requests} "
                   "retrain request(s) on retrain.requests")
-    env = {"REFLUENT_EMBEDDED__STATE_DIR": str(settings.embedded.state_dir.resolve()),
-           "REFLUENT_PROCESSING__VIEWS": VIEWS,
-           "REFLUENT_LAKE__NAMESPACE": settings.lake.namespace,
-           "REFLUENT_RETRAIN__SEED": str(SEED),
-           "REFLUENT_RETRAIN__FEATURE_SCALES": _json(SCALES)}
+    env = child_env(settings, {"REFLUENT_RETRAIN__SEED": str(SEED),
+                               "REFLUENT_RETRAIN__FEATURE_SCALES": json.dumps(SCALES)})
     with console.status("retraining under DP-SGD (a refluent retrain process)..."):
         launcher = LauncherService(settings, bootstrap,
                                    runner=LocalRunner(settings, env)).run(until_caught_up=True)
@@ -187,9 +185,3 @@ def _land(settings: Settings, bootstrap: str, run: str) -> int:
         TOPICS[EXAMPLES]: [IcebergSink(catalog, RawEventsTable(), EXAMPLES, ns)]}
     return SinkPipeline(settings, bootstrap, f"demo-retrain-lake-{run}", routes
                         ).run(until_caught_up=True).written
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
