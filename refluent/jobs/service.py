@@ -63,7 +63,7 @@ class LauncherStats:
 class _Service:
     def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
         self.settings, self.bootstrap_servers = settings, bootstrap_servers
-        self.dead_lettered = 0
+        self.stats: Any = None
 
     def _decoded(self, records: list[Message], serde: JsonSerde[Any], router: Any,
                  step: str) -> Iterator[Any]:
@@ -73,7 +73,7 @@ class _Service:
                 event = serde.decode(m.value())
             except DecodeError as exc:
                 router.route(m, step, exc)
-                self.dead_lettered += 1
+                self.stats.dead_lettered += 1
                 continue
             if event is not None:
                 yield event
@@ -115,7 +115,7 @@ class TriggerService(_Service):
         super().__init__(settings, bootstrap_servers)
         self.alerts_topic, self.requests_topic = alerts_topic, requests_topic
         self.trigger = trigger or self._default_trigger()
-        self.stats = TriggerStats()
+        self.stats: TriggerStats = TriggerStats()
 
     def _default_trigger(self) -> RetrainTrigger:
         from refluent.lake.catalog import open_catalog
@@ -144,7 +144,6 @@ class TriggerService(_Service):
 
         self._consume(self.settings.jobs.trigger_group, self.alerts_topic, handle, stop,
                       idle_timeout, until_caught_up)
-        self.stats.dead_lettered = self.dead_lettered
         return self.stats
 
 
@@ -163,7 +162,7 @@ class LauncherService(_Service):
         super().__init__(settings, bootstrap_servers)
         self.runner = runner or make_runner(settings.jobs.runner, settings)
         self.requests_topic, self.alerts_topic = requests_topic, alerts_topic
-        self.stats = LauncherStats()
+        self.stats: LauncherStats = LauncherStats()
         self._launched: set[str] = set()
 
     def launch(self, request: RetrainRequest) -> None:
@@ -198,7 +197,6 @@ class LauncherService(_Service):
         self._consume(self.settings.jobs.launcher_group, self.requests_topic, handle, stop,
                       idle_timeout, until_caught_up, batch_size=1,
                       **{"max.poll.interval.ms": min(wait_ms, 86_400_000)})
-        self.stats.dead_lettered = self.dead_lettered
         return self.stats
 
 
