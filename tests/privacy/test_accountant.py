@@ -35,3 +35,14 @@ def test_epsilon__composes_rather_than_sums() -> None:
 def test_epsilon__an_unknown_accountant_is_named() -> None:
     with pytest.raises(UnknownAccountantError, match="unknown privacy accountant 'gdp'"):
         epsilon(HISTORY, 1e-5, "gdp")
+
+
+@pytest.mark.parametrize(("name", "cls"), [("prv", PRVAccountant), ("rdp", RDPAccountant)])
+def test_epsilon__of_many_interleaved_updates_is_the_accountant_s_over_each_of_them(
+        name: str, cls: type) -> None:
+    """A retrain, then updates of two kinds interleaved: the accountant is given every run as
+    recorded (no merging on the oracle's side)."""
+    history = [Run(1.9, 0.125, 40)] + [Run(3.0, 1 / 16, 16), Run(2.0, 0.25, 4)] * 6
+    acc = cls()
+    acc.history = [tuple(r) for r in history]
+    assert epsilon(history, 1e-5, name) == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
