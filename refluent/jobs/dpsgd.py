@@ -166,7 +166,7 @@ def train_dp(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, confi
     if config.seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(config.seed + 7919 * (
             torch.distributed.get_rank() if dist else 0))
-    net.to(device)
+    net.to(device).train()  # Opacus validates a module in training mode
     rows = _Rows(x.to(device), y.to(device))
     # Under DDP every process holds all rows and samples its own shard at the same rate.
     loader = DataLoader(rows, batch_size=config.batch_size, collate_fn=_batch,

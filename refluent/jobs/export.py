@@ -22,20 +22,25 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from refluent.errors import require
 from refluent.models.base import plain_label
-from refluent.models.onnx import CPU, META_CLASSES, META_FEATURES, META_TASK
+from refluent.models.onnx import CPU, META_CLASSES, META_FEATURES, META_NETWORK, META_TASK
+
+if TYPE_CHECKING:
+    from refluent.jobs.network import NetworkSpec
 
 
 def to_onnx(module: torch.nn.Module, features: Sequence[str], task: str,
-            classes: Sequence[Any] = ()) -> bytes:
+            classes: Sequence[Any] = (), network: NetworkSpec | None = None) -> bytes:
     """``module`` (taking ``[batch, len(features)]`` floats) as a serialised ONNX graph with a
-    dynamic batch size and refluent's metadata."""
+    dynamic batch size and refluent's metadata; with ``network`` (the architecture of a
+    :class:`~refluent.jobs.network.Servable`) the graph can be trained further
+    (:mod:`refluent.jobs.weights`)."""
     onnx: Any = require("onnx", "onnx")
     module = module.cpu().eval()
     example = torch.zeros(2, len(features))
@@ -49,6 +54,8 @@ def to_onnx(module: torch.nn.Module, features: Sequence[str], task: str,
     meta = {META_TASK: task, META_FEATURES: json.dumps(list(features))}
     if task == "classification":
         meta[META_CLASSES] = json.dumps([plain_label(c) for c in classes])
+    if network is not None:
+        meta[META_NETWORK] = json.dumps(network.to_json())
     onnx.helper.set_model_props(proto, meta)
     return bytes(proto.SerializeToString())
 

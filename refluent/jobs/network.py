@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -131,4 +132,54 @@ class Servable(nn.Module):
         return torch.softmax(out, dim=1) if self.task == "classification" else out
 
 
-__all__ = ["FeatureScaling", "Servable", "build_network", "symlog", "tabular_mlp"]
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What rebuilds an exported network for more training: the architecture, not the weights
+    (those are the graph's initializers). It travels in the graph's metadata
+    (:data:`~refluent.models.onnx.META_NETWORK`) as :meth:`to_json`.
+
+    Examples:
+        >>> spec = NetworkSpec(3, 2, hidden=(8,))
+        >>> NetworkSpec.from_json(spec.to_json()) == spec
+        True
+        >>> spec.servable(("a", "b", "c"), "classification").net
+        Sequential(
+          (0): Linear(in_features=3, out_features=8, bias=True)
+          (1): ReLU()
+          (2): Linear(in_features=8, out_features=2, bias=True)
+        )
+    """
+
+    n_inputs: int
+    n_outputs: int
+    hidden: tuple[int, ...] = (64, 32)
+    factory: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n_inputs": self.n_inputs, "n_outputs": self.n_outputs,
+                "hidden": list(self.hidden), "factory": self.factory}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> NetworkSpec:
+        """The spec :meth:`to_json` wrote.
+
+        Raises:
+            JobError: a field is missing or of the wrong type.
+        """
+        try:
+            factory = value.get("factory")
+            return cls(int(value["n_inputs"]), int(value["n_outputs"]),
+                       tuple(int(h) for h in value.get("hidden", ())),
+                       None if factory is None else str(factory))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise JobError(f"network spec {value!r} cannot be read: {exc}") from exc
+
+    def servable(self, features: Sequence[str], task: str) -> Servable:
+        """A fresh :class:`Servable` of this architecture (weights and scaling to be loaded)."""
+        net = build_network(self.n_inputs, self.n_outputs, hidden=self.hidden,
+                            factory=self.factory)
+        return Servable(net, task, FeatureScaling(features, {}, "none"))
+
+
+__all__ = ["FeatureScaling", "NetworkSpec", "Servable", "build_network", "symlog",
+           "tabular_mlp"]

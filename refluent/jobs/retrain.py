@@ -124,7 +124,7 @@ class RetrainJob:
 
         from refluent.jobs.dpsgd import train_dp
         from refluent.jobs.export import quantization_gate, to_onnx
-        from refluent.jobs.network import FeatureScaling, Servable, build_network
+        from refluent.jobs.network import FeatureScaling, NetworkSpec, Servable, build_network
         from refluent.models.onnx import OnnxModel
         from refluent.privacy.ledger import Spend
         from refluent.registry.base import CHAMPION
@@ -144,8 +144,9 @@ class RetrainJob:
             n_out = len(data.classes) if champion.task == "classification" else 1
             if r.seed is not None:
                 torch.manual_seed(r.seed)
-            net = build_network(len(ts.features), n_out, hidden=r.hidden,
-                                factory=r.module_factory)
+            spec = NetworkSpec(len(ts.features), n_out, tuple(r.hidden), r.module_factory)
+            net = build_network(spec.n_inputs, spec.n_outputs, hidden=spec.hidden,
+                                factory=spec.factory)
             scaling = FeatureScaling(ts.features, r.feature_scales, r.input_transform)
             with torch.no_grad():
                 x = scaling(torch.from_numpy(data.x_train))
@@ -164,7 +165,7 @@ class RetrainJob:
 
             def register() -> ModelVersion:
                 graph = to_onnx(Servable(net, champion.task, scaling),
-                                ts.features, champion.task, data.classes)
+                                ts.features, champion.task, data.classes, spec)
                 gate = quantization_gate(graph, data.x_val, data.y_val, champion.task,
                                          r.quantize_tolerance, r.quantize)
                 return self.registry.register(

@@ -65,6 +65,9 @@ META_FEATURES = "refluent.feature_names"
 """metadata_props key of the feature names (a JSON list)."""
 META_CLASSES = "refluent.classes"
 """metadata_props key of the classes in output order (a JSON list)."""
+META_NETWORK = "refluent.network"
+"""metadata_props key of the trained network's architecture (a JSON object, written by a DP
+retrain): with it the graph's weights can be trained further (incremental DP updates)."""
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -121,6 +124,7 @@ class OnnxModel(ServableModel):
     artifact_extension: ClassVar[str] = "onnx"
     platform: ClassVar[str] = "onnxruntime_onnx"
     input_datatype: ClassVar[str] = "FP32"
+    onnx_graph: ClassVar[bool] = True
 
     def __init__(self, data: bytes, *, feature_names: Sequence[str] | None = None,
                  task: Task | None = None, classes: Sequence[Any] | None = None,
