@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from refluent.online_learning.learner import LearnerPool
     from refluent.online_learning.metrics import MetricsRow
+    from refluent.privacy.errors import BudgetExceededError
     from refluent.registry import ModelRegistry
     from refluent.sinks.iceberg import IcebergSink
     from refluent.streams.deadletter import DeadLetterRouter
@@ -114,6 +115,7 @@ class FeedbackStats:
     examples: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
     checkpoints: int = 0
+    dp_updates: int = 0
     promotions: int = 0
     pauses: int = 0
     """Times partitions ahead of a lagging one were paused (the merge's buffer was full)."""
@@ -284,9 +286,10 @@ class FeedbackProcessor:
             self.store.sync()
 
     def after_batch(self, *, force: bool = False) -> list[MetricsRow]:
-        """Checkpoint the members that are due (every member that changed, with ``force``),
-        promote a winning challenger and publish the metrics; returns the ``model_metrics``
-        rows of the checkpoints saved."""
+        """Run the DP updates whose micro-batch is full, checkpoint the members that are due
+        (every member that changed, with ``force``; never one with examples waiting in its DP
+        micro-batch), promote a winning challenger and publish the metrics; returns the
+        ``model_metrics`` rows of the checkpoints saved."""
         if self.learners is None:
             return []
         rows: list[MetricsRow] = []
@@ -297,7 +300,9 @@ class FeedbackProcessor:
             self._next_refresh = now + self.refresh_s
         for learner in self.learners.all():
             leaving = learner.maybe_refresh() if refresh else []
-            due = learner.members.values() if force else learner.due()
+            self.stats.dp_updates += len(learner.run_updates())
+            due = ([mb for mb in learner.members.values() if mb.can_checkpoint] if force
+                   else learner.due())
             for member in list(due) + leaving:
                 if force and member.checkpoint_seen == member.seen:
                     continue
@@ -402,6 +407,14 @@ class FeedbackService:
             specs += [spec, spec.dlq()]
         TopicAdmin(self.settings.kafka, self.bootstrap_servers).ensure(specs)
 
+    def _exhausted(self, model: str, version: int, error: BudgetExceededError) -> None:
+        """The budget refused a DP update: ``budget.exhausted`` to ``alerts``, one alert id
+        per version."""
+        from refluent.jobs import outcomes
+
+        outcomes.report(self.settings, outcomes.exhausted(model, f"update:{model}:v{version}",
+                                                          error))
+
     # -- running ---------------------------------------------------------------------------
     def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
             idle_timeout: float | None = None, until_caught_up: bool = False,
@@ -433,8 +446,13 @@ class FeedbackService:
         store.setup()
         producer: Producer | None = None
         try:
+            updates = None
+            if settings.feedback.dp_updates:
+                from refluent.online_learning.dp_updates import DPUpdates
+
+                updates = DPUpdates.from_settings(settings, on_exhausted=self._exhausted)
             pool = LearnerPool(self.registry, settings.feedback, names=self.models,
-                               auto_promote=self.auto_promote)
+                               auto_promote=self.auto_promote, updates=updates)
             pool.load()
             join = FeedbackJoin.from_settings(settings.feedback, task_of=pool.task_of,
                                               clock_us=pool.clock_us())

@@ -175,6 +175,8 @@ class ServableModel(ABC):
         feature_names: The inputs in order. An ONNX model takes exactly these; a River model
             is given only these when there are some, and any features when empty.
         can_learn: True when :meth:`learn_one` updates the model (River).
+        onnx_graph: True when :meth:`to_bytes` is an ONNX graph (one a DP retrain exported
+            with its architecture can be fine-tuned by DP updates).
         name: How errors name the model (the registry sets ``name@vN``).
 
     Implementations never mutate the feature mappings they are given and do no I/O.
@@ -185,6 +187,7 @@ class ServableModel(ABC):
     artifact_extension: ClassVar[str] = "bin"
     platform: ClassVar[str] = "python"
     input_datatype: ClassVar[str] = "FP64"
+    onnx_graph: ClassVar[bool] = False
     task: Task
     feature_names: tuple[str, ...]
     can_learn: bool

@@ -31,6 +31,16 @@ CHECKPOINTS = Counter(
     "refluent_model_checkpoints_total", "Checkpoints saved of a model version.",
     ["model", "version"],
 )
+DP_UPDATES = Counter(
+    "refluent_dp_updates_total",
+    "DP updates of a champion: charged to the privacy ledger and trained, or refused by the "
+    "budget.", ["model", "version", "outcome"],
+)
+LINEAGE_EPSILON = Gauge(
+    "refluent_lineage_epsilon",
+    "A model lineage's epsilon after its latest DP update (composed by the accountant).",
+    ["model"],
+)
 PROMOTIONS = Counter(
     "refluent_model_promotions_total", "Challengers promoted to champion by the learner.",
     ["model"],

@@ -16,6 +16,12 @@ Challengers score the same stream in shadow. A challenger whose rolling primary 
 ``feedback.promotion_min_labels`` labels is promoted through
 :meth:`~refluent.registry.ModelRegistry.promote`, with a reason that states the numbers.
 
+A champion whose graph a DP retrain exported is not taught one example at a time: its
+:class:`~refluent.online_learning.dp_updates.DPUpdater` keeps the examples and, once a
+micro-batch is full, :meth:`OnlineLearner.run_updates` fine-tunes it with DP-SGD, charged to the
+lineage's privacy ledger. Such a member is checkpointed only when no example waits in its
+micro-batch (right after an update), so a restart reads the waiting examples again.
+
 Checkpoints: every ``feedback.checkpoint_every`` examples a member is saved with
 :meth:`~refluent.registry.ModelRegistry.save_checkpoint`: the model, the next offsets of the
 input topics, the examples learned and, in ``state``, its metrics (pickled River metrics,
@@ -54,6 +60,7 @@ from refluent.streams.origin import Origin
 if TYPE_CHECKING:
     from refluent.config import FeedbackSettings
     from refluent.models.base import ServableModel, Task
+    from refluent.online_learning.dp_updates import DPUpdater, DPUpdates
     from refluent.registry import Checkpoint, ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,8 @@ class LearningMember:
         checkpoint_seq: Sequence of its latest checkpoint (None: never checkpointed).
         checkpoint_seen: ``seen`` at that checkpoint.
         clock_us: The join's clock at that checkpoint.
+        updater: Its DP updates, when its graph can be fine-tuned (used while it is champion).
+        updated: A DP update changed the model since its last checkpoint.
     """
 
     version: ModelVersion
@@ -121,6 +130,8 @@ class LearningMember:
     checkpoint_seq: int | None = None
     checkpoint_seen: int | None = None
     clock_us: int | None = None
+    updater: DPUpdater | None = None
+    updated: bool = False
     _published: dict[str, int] = field(default_factory=dict, repr=False)
     key: str = field(init=False, repr=False, compare=False)
     """The version number as text: the key of its answers."""
@@ -132,6 +143,12 @@ class LearningMember:
     def is_champion(self) -> bool:
         """True when it holds ``champion``."""
         return CHAMPION in self.roles
+
+    @property
+    def can_checkpoint(self) -> bool:
+        """False while examples wait in its DP micro-batch: a checkpoint at the current
+        offsets would skip them after a restart."""
+        return self.updater is None or self.updater.pending == 0
 
     def accepts(self, source: Origin) -> bool:
         """Whether the event at ``source`` is new to this member (not in its checkpoint)."""
@@ -211,12 +228,13 @@ class OnlineLearner:
         promotion_margin: See :func:`promotion_reason`.
         promotion_min_labels: See :func:`promotion_reason`.
         auto_promote: Promote challengers that win (else only report them).
+        updates: Makes the DP updaters of fine-tunable graphs (None: no DP updates).
     """
 
     def __init__(self, name: str, registry: ModelRegistry, *, rolling_window: int = 1000,
                  checkpoint_every: int = 1000, checkpoints_kept: int = 10,
                  promotion_margin: float = 0.02, promotion_min_labels: int = 500,
-                 auto_promote: bool = True) -> None:
+                 auto_promote: bool = True, updates: DPUpdates | None = None) -> None:
         self.name = name
         self.registry = registry
         self.rolling_window = rolling_window
@@ -225,6 +243,7 @@ class OnlineLearner:
         self.promotion_margin = promotion_margin
         self.promotion_min_labels = promotion_min_labels
         self.auto_promote = auto_promote
+        self.updates = updates
         self.members: dict[int, LearningMember] = {}
         self.task: Task | None = None
         """The champion's task (None until loaded)."""
@@ -270,6 +289,8 @@ class OnlineLearner:
                 self.members[version] = self._load_member(version, roles)
             else:
                 member.roles = roles
+                if member.updater is not None and not member.is_champion:
+                    member.updater.drop()  # only the champion is updated
         leaving = [self.members.pop(v) for v in sorted(self.members) if v not in wanted]
         champion = self.champion
         self.task = champion.version.task if champion is not None else None
@@ -293,8 +314,11 @@ class OnlineLearner:
         else:
             model = self.registry.load_checkpoint(checkpoint)
             member = self._restore(registered, model, roles, checkpoint)
-        log.info("learning %s v%d (%s) from %s", self.name, version, ", ".join(roles),
-                 f"checkpoint {checkpoint.seq}" if checkpoint else "its registered artifact")
+        if self.updates is not None and not model.can_learn:
+            member.updater = self.updates.updater(self.name, version, model)
+        log.info("learning %s v%d (%s) from %s%s", self.name, version, ", ".join(roles),
+                 f"checkpoint {checkpoint.seq}" if checkpoint else "its registered artifact",
+                 ", with DP updates" if member.updater is not None else "")
         return member
 
     def _restore(self, registered: ModelVersion, model: ServableModel, roles: tuple[str, ...],
@@ -356,6 +380,9 @@ class OnlineLearner:
             member.seen += 1
             model = member.model
             if not model.can_learn:
+                updater = member.updater
+                if updater is not None and member.is_champion:
+                    updater.add(x, y, trigger)
                 continue
             try:
                 model.learn_one(x, y)
@@ -366,13 +393,39 @@ class OnlineLearner:
                 continue
             member.examples += 1
 
+    def run_updates(self) -> list[LearningMember]:
+        """Run the DP update of every member whose micro-batch is full (see the module);
+        returns the members updated.
+
+        Raises:
+            JobError: the update could not train (a bad device, ...).
+            LedgerError: the privacy ledger failed.
+        """
+        updated = []
+        for member in self.members.values():
+            updater = member.updater
+            if updater is None or not updater.ready or not member.is_champion:
+                continue
+            update = updater.update()
+            if update is None:
+                m.DP_UPDATES.labels(self.name, member.key, "refused").inc()
+                continue
+            member.model = update.model
+            member.examples += update.rows
+            member.updated = True
+            m.DP_UPDATES.labels(self.name, member.key, "charged").inc()
+            m.LINEAGE_EPSILON.labels(self.name).set(update.entry.epsilon_total)
+            updated.append(member)
+        return updated
+
     # -- checkpoints, promotion ----------------------------------------------------------------
     def due(self) -> list[LearningMember]:
-        """Members to checkpoint now: never checkpointed, or ``checkpoint_every`` examples
-        since the last checkpoint."""
-        return [mb for mb in self.members.values()
-                if mb.checkpoint_seen is None or mb.seen - mb.checkpoint_seen
-                >= self.checkpoint_every]
+        """Members to checkpoint now: never checkpointed, ``checkpoint_every`` examples since
+        the last checkpoint, or a DP update since it; never one with examples waiting in its
+        DP micro-batch."""
+        return [mb for mb in self.members.values() if mb.can_checkpoint and (
+            mb.updated or mb.checkpoint_seen is None
+            or mb.seen - mb.checkpoint_seen >= self.checkpoint_every)]
 
     def checkpoint(self, member: LearningMember, positions: Mapping[tuple[str, int], int],
                    clock_us: int | None) -> tuple[Checkpoint, MetricsRow]:
@@ -388,6 +441,7 @@ class OnlineLearner:
             examples=member.examples, state=member.state(clock_us))
         member.checkpoint_seq = checkpoint.seq
         member.checkpoint_seen = member.seen
+        member.updated = False
         m.CHECKPOINTS.labels(self.name, member.key).inc()
         kept = self.checkpoints_kept
         if kept and checkpoint.seq % kept == 0:
@@ -470,16 +524,19 @@ class LearnerPool:
         auto_promote: Promote winning challengers.
         retry_s: How long a model without a champion waits before it is looked up again.
         clock: Monotonic clock (seconds).
+        updates: Makes the DP updaters of fine-tunable champions (None: no DP updates).
     """
 
     def __init__(self, registry: ModelRegistry, settings: FeedbackSettings, *,
                  names: Sequence[str] | None = None, auto_promote: bool = True,
-                 retry_s: float = 30.0, clock: Callable[[], float] | None = None) -> None:
+                 retry_s: float = 30.0, clock: Callable[[], float] | None = None,
+                 updates: DPUpdates | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.names = list(names) if names is not None else None
         self.auto_promote = auto_promote
         self.retry_s = retry_s
+        self.updates = updates
         self._clock = clock or time.monotonic
         self.learners: dict[str, OnlineLearner] = {}
         self._missing: dict[str, float] = {}
@@ -503,7 +560,8 @@ class LearnerPool:
         from refluent.registry import RegistryError
 
         learner = OnlineLearner.from_settings(name, self.registry, self.settings,
-                                              auto_promote=self.auto_promote)
+                                              auto_promote=self.auto_promote,
+                                              updates=self.updates)
         try:
             learner.load()
         except (NoChampionError, RegistryError) as exc:

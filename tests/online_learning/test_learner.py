@@ -1,17 +1,15 @@
 """Online learners: progressive validation equal to River's, metrics and their state,
 checkpoints that resume without learning twice, and the promotion rule.
 
-A small in-test registry stands in for :class:`refluent.registry.ModelRegistry` here (the
-integration tests of the feedback service use the real one); it round-trips checkpoint state
-and offsets through JSON as the real one does."""
+A small registry (``support.registry``) stands in for :class:`refluent.registry.ModelRegistry`
+here (the integration tests of the feedback service use the real one); it round-trips
+checkpoint state and offsets through JSON as the real one does."""
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -26,15 +24,14 @@ from river import (
     preprocessing,
     utils,
 )
-from support.qa import logreg, qa_events
+from support.qa import T0, F, P, in_merge_order, logreg, qa_stream
+from support.registry import FakeRegistry, Version
 
 from refluent.config import FeedbackSettings
 from refluent.feedback.join import FeedbackJoin
-from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.feedback.service import FeedbackProcessor
 from refluent.feedback.state.memory import MemoryJoinState
-from refluent.models.base import Scored, ServableModel
-from refluent.models.kinds import load_model
+from refluent.models.base import Scored
 from refluent.models.river import RiverModel
 from refluent.online_learning.errors import NoChampionError
 from refluent.online_learning.learner import (
@@ -44,120 +41,10 @@ from refluent.online_learning.learner import (
     promotion_reason,
 )
 from refluent.online_learning.metrics import ProgressiveMetrics
-from refluent.streams.contracts import Prediction
 from refluent.streams.origin import Origin
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-P, F = "predictions", "feedback"
-
-
-# ---------------------------------------------------------------------------------------------
-# a registry stand-in
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Version:
-    name: str
-    version: int
-    kind: str
-    task: str
-    feature_names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Ckpt:
-    name: str
-    version: int
-    seq: int
-    artifact: bytes
-    offsets: dict[str, dict[int, int]]
-    examples: int
-    state: dict[str, Any]
-    created_at: datetime
-
-
-class FakeRegistry:
-    """The registry calls the learners make, in memory."""
-
-    def __init__(self) -> None:
-        self.models: dict[tuple[str, int], tuple[Version, bytes, dict[str, Any]]] = {}
-        self.alias: dict[str, dict[str, int]] = {}
-        self.ckpts: dict[tuple[str, int], list[Ckpt]] = {}
-        self.promotions: list[tuple[str, int, str, str]] = []
-        self.prune_error: Exception | None = None
-
-    def register(self, name: str, model: ServableModel, alias: str | None = None) -> Version:
-        version = 1 + max((v for n, v in self.models if n == name), default=0)
-        meta = model.metadata()
-        registered = Version(name, version, model.kind, model.task)
-        self.models[(name, version)] = (registered, model.to_bytes(), meta)
-        if alias:
-            self.alias.setdefault(name, {})[alias] = version
-        return registered
-
-    def get(self, name: str, version: int) -> Version:
-        return self.models[(name, version)][0]
-
-    def names(self) -> list[str]:
-        return sorted({n for n, _ in self.models})
-
-    def aliases(self, name: str) -> dict[str, int]:
-        if not any(n == name for n, _ in self.models):
-            from refluent.registry import UnknownModelError
-
-            raise UnknownModelError(name)
-        return dict(self.alias.get(name, {}))
-
-    def revision(self, name: str) -> str:
-        return repr((sorted(self.alias.get(name, {}).items()),
-                     sorted((k, len(v)) for k, v in self.ckpts.items() if k[0] == name)))
-
-    def _model(self, name: str, version: int, data: bytes) -> ServableModel:
-        registered, _, meta = self.models[(name, version)]
-        return load_model(registered.kind, data, meta)  # type: ignore[arg-type]
-
-    def load(self, name: str, version: int) -> tuple[Version, ServableModel]:
-        cps = self.ckpts.get((name, version))
-        data = cps[-1].artifact if cps else self.models[(name, version)][1]
-        return self.get(name, version), self._model(name, version, data)
-
-    def latest_checkpoint(self, name: str, version: int) -> Ckpt | None:
-        cps = self.ckpts.get((name, version))
-        return cps[-1] if cps else None
-
-    def load_checkpoint(self, cp: Ckpt) -> ServableModel:
-        return self._model(cp.name, cp.version, cp.artifact)
-
-    def save_checkpoint(self, name: str, version: int, model: ServableModel, *,
-                        offsets: dict[str, dict[int, int]], examples: int,
-                        state: dict[str, Any]) -> Ckpt:
-        cps = self.ckpts.setdefault((name, version), [])
-        stored_offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in orjson.loads(
-            orjson.dumps(offsets, option=orjson.OPT_NON_STR_KEYS)).items()}
-        seq = cps[-1].seq + 1 if cps else 1
-        cp = Ckpt(name, version, seq, model.to_bytes(), stored_offsets, examples,
-                  orjson.loads(orjson.dumps(state)), datetime.now(UTC))
-        cps.append(cp)
-        return cp
-
-    def prune_checkpoints(self, name: str, keep: int, version: int | None = None
-                          ) -> list[Ckpt]:
-        if self.prune_error is not None:
-            raise self.prune_error
-        pruned = []
-        for (n, v), cps in self.ckpts.items():
-            if n == name and version in (None, v) and len(cps) > keep:
-                pruned += cps[:-keep]
-                del cps[:-keep]
-        return pruned
-
-    def promote(self, name: str, version: int, alias: str = "champion", *,
-                reason: str = "") -> None:
-        self.promotions.append((name, version, alias, reason))
-        self.alias.setdefault(name, {})[alias] = version
 
 
 def settings(**kw: Any) -> FeedbackSettings:
@@ -170,28 +57,6 @@ def settings(**kw: Any) -> FeedbackSettings:
 # ---------------------------------------------------------------------------------------------
 # a delayed stream, as simulate_qa reveals it, spread over partitions
 # ---------------------------------------------------------------------------------------------
-
-
-def qa_stream(data: list[tuple[dict[str, Any], Any]], delay: int, model: str = "m",
-              partitions: int = 3) -> list[TimedEvent]:
-    events = []
-    offsets: Counter[tuple[str, int]] = Counter()
-    for i, ev in qa_events(data, delay, model=model, t0=T0, entities=17):
-        if isinstance(ev, Prediction):
-            topic, kind, part = P, "prediction", i % partitions
-        else:
-            topic, kind, part = F, "feedback", (i * 5 + 1) % partitions
-        ref = Origin(topic, part, offsets[(topic, part)])
-        offsets[(topic, part)] += 1
-        events.append(TimedEvent.of(kind, ev, ref, ev.model_dump_json().encode()))  # type: ignore[arg-type]
-    return events
-
-
-def in_merge_order(events: list[TimedEvent]) -> list[TimedEvent]:
-    merger = EventTimeMerger({P: "prediction", F: "feedback"})
-    for e in events:
-        merger.push(e)
-    return merger.release_all()
 
 
 def processor(registry: FakeRegistry, fs: FeedbackSettings, **kw: Any

@@ -3,12 +3,18 @@ learning tests train: what tests compare against ``river.evaluate.progressive_va
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from refluent.errors import require
+from refluent.feedback.merge import EventTimeMerger, TimedEvent
 from refluent.streams.contracts import Feedback, Prediction
+from refluent.streams.origin import Origin
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+P, F = "predictions", "feedback"
 
 
 def logreg() -> Any:
@@ -51,3 +57,25 @@ def qa_records(data: Sequence[tuple[dict[str, Any], Any]], delay: int, *, model:
         else:
             out.append((feedback, event.model_dump_json().encode(), event.prediction_id or ""))
     return out
+
+
+def qa_stream(data: list[tuple[dict[str, Any], Any]], delay: int, model: str = "m",
+              partitions: int = 3) -> list[TimedEvent]:
+    events = []
+    offsets: Counter[tuple[str, int]] = Counter()
+    for i, ev in qa_events(data, delay, model=model, t0=T0, entities=17):
+        if isinstance(ev, Prediction):
+            topic, kind, part = P, "prediction", i % partitions
+        else:
+            topic, kind, part = F, "feedback", (i * 5 + 1) % partitions
+        ref = Origin(topic, part, offsets[(topic, part)])
+        offsets[(topic, part)] += 1
+        events.append(TimedEvent.of(kind, ev, ref, ev.model_dump_json().encode()))  # type: ignore[arg-type]
+    return events
+
+
+def in_merge_order(events: list[TimedEvent]) -> list[TimedEvent]:
+    merger = EventTimeMerger({P: "prediction", F: "feedback"})
+    for e in events:
+        merger.push(e)
+    return merger.release_all()
