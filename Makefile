@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.refluent-installed
 PYTEST_ARGS ?=
+# The service-backed tiers run on this many pytest-xdist workers, each with its own broker and
+# Redis; they mostly wait on I/O, so two workers fit a 2-core machine.
+WORKERS ?= 2
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test test-fast lint bench setup services-deps clean
@@ -15,7 +18,7 @@ demo: setup  ## run the end-to-end demo on the embedded services
 
 test: setup lint  ## lint, type-check and run every test tier
 	$(PY) -m pytest -m "unit or contract or property" -q $(PYTEST_ARGS)
-	$(PY) -m pytest -m "integration or e2e" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "integration or e2e" -q -n $(WORKERS) $(PYTEST_ARGS)
 	$(PY) -m pytest --doctest-modules refluent -q -p no:randomly
 
 test-fast: setup  ## unit, contract and property tests only (seconds, no services)

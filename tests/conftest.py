@@ -1,13 +1,20 @@
-"""Shared fixtures: one set of real services per test session (see refluent.testing.services)."""
+"""Shared fixtures: one set of real services per test session (see refluent.testing.services);
+with pytest-xdist, one set per worker."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from refluent.config import Settings
 from refluent.testing.services import RunningServices, running_services
+
+# pytest-xdist's workers export COLUMNS=80: Rich consoles made when the CLI modules are imported
+# would keep that width and ignore the one a test sets. Tests set their own.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")
