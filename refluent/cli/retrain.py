@@ -31,6 +31,9 @@ def retrain(
         "--report/--no-report", help="local: send the outcome (retrain.completed, "
                                      "retrain.failed, budget.exhausted) to the alerts topic."
     )] = False,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="KEY=VALUE: a retrain setting for this run only (epochs=3, "
+                        "target_epsilon=1.0, hidden=[32,16]); repeatable.")] = None,
 ) -> None:
     """Retrain MODEL with DP-SGD (Opacus) on its labelled predictions from the lake.
 
@@ -42,11 +45,13 @@ def retrain(
     and promotes it when it wins.
     """
     from refluent.cli.app import console, settings
+    from refluent.jobs.params import parse_param, with_params
     from refluent.jobs.runners import JobSpec, make_runner
 
-    s = settings()
+    params = tuple(parse_param(p) for p in param or ())
+    s = with_params(settings(), dict(params))
     name = runner or s.jobs.runner
-    spec = JobSpec(model, run_id or uuid.uuid4().hex, snapshot, examples_snapshot)
+    spec = JobSpec(model, run_id or uuid.uuid4().hex, snapshot, examples_snapshot, params)
     if name == "local":
         if dry_run:
             _plan(s, spec)

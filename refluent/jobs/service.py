@@ -9,7 +9,9 @@
   under the request id as run id: a request read twice runs once (the launcher skips ids it
   started; the job's ledger charge and registration are idempotent by run id). The job reports
   its own outcome; a local job that ended without being able to (killed, timed out) is reported
-  ``retrain.failed`` by the launcher.
+  ``retrain.failed`` by the launcher. A request's ``params`` (overrides of ``retrain.*``, see
+  :mod:`refluent.jobs.params`) are checked first: a request they do not fit starts nothing and
+  is reported ``retrain.failed`` with the reason.
 
 Records that are not alerts or requests go to the topic's dead-letter sibling.
 """
@@ -23,6 +25,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from refluent.jobs import outcomes
+from refluent.jobs.errors import JobError
+from refluent.jobs.params import with_params
 from refluent.jobs.runners import JobSpec, Runner, make_runner
 from refluent.jobs.trigger import RetrainTrigger, lake_labels, registry_last_retrain
 from refluent.streams.contracts import DriftAlert, RetrainRequest
@@ -171,7 +175,17 @@ class LauncherService(_Service):
         if request.request_id in self._launched:
             self.stats.skipped += 1
             return
-        spec = JobSpec(request.model_name, request.request_id, request.snapshot_id)
+        spec = JobSpec(request.model_name, request.request_id, request.snapshot_id,
+                       params=tuple(sorted(request.params.items())))
+        try:
+            with_params(self.settings, request.params)  # refused here, before any job starts
+        except JobError as exc:
+            self._launched.add(request.request_id)
+            self.stats.failed += 1
+            self.stats.failures[spec.run_id] = str(exc)
+            outcomes.report(self.settings, outcomes.failed(spec.model, spec.run_id, str(exc)),
+                            self.alerts_topic)
+            return
         launched = self.runner.launch(spec)
         self._launched.add(request.request_id)
         self.stats.launched += 1

@@ -15,8 +15,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from refluent.jobs.params import param_arg
+
 if TYPE_CHECKING:
     from refluent.config import Settings
+    from refluent.streams.contracts import Scalar
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class JobSpec:
     """Snapshot of the predictions table to train at (default: the current one)."""
     examples_snapshot: int | None = None
     """Snapshot of the examples table (default: the current one)."""
+    params: tuple[tuple[str, Scalar], ...] = ()
+    """Overrides of ``retrain.*`` for this run (:mod:`refluent.jobs.params`)."""
 
 
 def retrain_args(spec: JobSpec) -> list[str]:
@@ -37,14 +42,16 @@ def retrain_args(spec: JobSpec) -> list[str]:
     its outcome to ``alerts``).
 
     Examples:
-        >>> retrain_args(JobSpec("churn", "r1", snapshot=42))
-        ['retrain', 'churn', '--run-id', 'r1', '--runner', 'local', '--report', '--snapshot', '42']
+        >>> " ".join(retrain_args(JobSpec("churn", "r1", snapshot=42, params=(("epochs", 3),))))
+        'retrain churn --run-id r1 --runner local --report --snapshot 42 --param epochs=3'
     """
     args = ["retrain", spec.model, "--run-id", spec.run_id, "--runner", "local", "--report"]
     if spec.snapshot is not None:
         args += ["--snapshot", str(spec.snapshot)]
     if spec.examples_snapshot is not None:
         args += ["--examples-snapshot", str(spec.examples_snapshot)]
+    for key, value in spec.params:
+        args += ["--param", param_arg(key, value)]
     return args
 
 
