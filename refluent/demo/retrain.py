@@ -12,7 +12,11 @@ and promoted.
   epsilon; the job reports ``retrain.completed`` on ``alerts``;
 - ``SHADOW`` more predictions and labels go through the feedback service, which scores the
   challenger beside the champion on every label and promotes it once it is better;
-- the ledger's total is the lineage's epsilon, composed by the accountant.
+- ``UPDATES`` more predictions of the new champion and their labels go through the feedback
+  service, which fine-tunes it with DP-SGD on each micro-batch of ``feedback.dp_update_rows``
+  labels (an incremental DP update, charged to the same ledger first) and checkpoints it for
+  serving to swap in;
+- the ledger lists every run and the lineage's epsilon, composed by the accountant.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class DemoError(RefluentError):
 
 TRAFFIC = 4000
 SHADOW = 1500
+UPDATES = 2500
 SEED = 13
 SCALES = {"customer_orders.spend_1h": (250.0, 60.0), "customer_orders.orders_1h": (2.5, 2.0),
           "app_activity.views_1h": (10.0, 6.0), "basket_value": (130.0, 30.0)}
@@ -144,8 +149,11 @@ def retrain_and_promote(settings: Settings, console: Console) -> dict[str, Any]:
 
     preds, labels = _traffic(registry, TRAFFIC, SHADOW, t0, rnd)
     _produce(settings, bootstrap, preds, labels)
+    # Shadow scoring alone here: the DP updates of the new champion are shown next.
+    no_updates = settings.model_copy(update={"feedback": settings.feedback.model_copy(
+        update={"dp_updates": False})})
     shadow = FeedbackService.from_settings(  # a new start loads the challenger beside the champion
-        settings, registry=registry, models=[MODEL], group=f"demo-retrain-feedback-{run}",
+        no_updates, registry=registry, models=[MODEL], group=f"demo-retrain-feedback-{run}",
         predictions_topic=TOPICS[PREDICTIONS], feedback_topic=TOPICS[FEEDBACK],
         examples_topic=TOPICS[EXAMPLES])
     with console.status("shadow-scoring the challenger beside the champion..."):
@@ -160,12 +168,35 @@ def retrain_and_promote(settings: Settings, console: Console) -> dict[str, Any]:
     else:
         console.print(f"{SHADOW} more labels scored by both: the champion stays "
                       f"v{champion.version}")
+    updates = 0
+    if promoted:
+        preds, labels = _traffic(registry, TRAFFIC + SHADOW, UPDATES, t0, rnd)
+        _produce(settings, bootstrap, preds, labels)
+        learning = FeedbackService.from_settings(
+            settings, registry=registry, models=[MODEL], group=f"demo-retrain-feedback-{run}",
+            predictions_topic=TOPICS[PREDICTIONS], feedback_topic=TOPICS[FEEDBACK],
+            examples_topic=TOPICS[EXAMPLES])
+        with console.status("the DP champion learning from its labels (DP updates)..."):
+            updates = learning.run(until_caught_up=True, idle_timeout=60).dp_updates
+        checkpoint = registry.latest_checkpoint(MODEL, champion.version)
+        console.print(
+            f"[green]✓[/] {UPDATES} more labels of v{champion.version}: {updates} DP "
+            f"update(s) of {settings.feedback.dp_update_rows}+ labels each, charged before "
+            f"they ran; serving swaps in checkpoint "
+            f"{checkpoint.seq if checkpoint is not None else '-'}")
     ledger = IcebergPrivacyLedger.from_settings(settings)
+    entries = ledger.entries(MODEL)
+    for e in entries:
+        run_ = e.spend
+        console.print(f"  ledger {e.seq}: {run_.kind} noise {run_.noise_multiplier:.6f}, "
+                      f"sample rate {run_.sample_rate:.6f}, {run_.steps} steps: epsilon "
+                      f"{e.epsilon_total:.3f}")
     spent, p = ledger.spent(MODEL), settings.privacy
     console.print(f"[green]✓[/] privacy ledger of {MODEL}: epsilon {spent:.3f} of "
-                  f"{p.epsilon_budget:g} spent at delta {p.delta:g} ({p.accountant})")
+                  f"{p.epsilon_budget:g} spent at delta {p.delta:g} ({p.accountant}), "
+                  f"{len(entries)} run(s)")
     return {"retrain_requests": trigger.requests, "retrained_version": challenger.version,
-            "promoted": promoted, "epsilon_spent": spent}
+            "promoted": promoted, "dp_updates": updates, "epsilon_spent": spent}
 
 
 def _land(settings: Settings, bootstrap: str, run: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import typer
+from opacus.accountants import PRVAccountant
 from typer.testing import CliRunner
 
 from refluent.cli.app import app
@@ -175,7 +176,20 @@ def test_demo__round_trips_and_stops_everything(tmp_path: Path) -> None:
     assert accuracy > 0.85  # a band of basket values: the River champion cannot draw it
     assert float(epsilon) <= 2.0 + 1e-3  # retrain.target_epsilon
     assert f"basket-converts v2 (DP-SGD, epsilon {epsilon}) promoted to champion" in out
-    assert f"privacy ledger of basket-converts: epsilon {epsilon} of 10 spent" in out
+    # The new champion keeps learning under DP: each update charged to the same ledger, whose
+    # total is Opacus' own PRV accountant over the runs it lists.
+    updates = re.search(r"2500 more labels of v2: (\d+) DP update\(s\) of 1024\+ labels", out)
+    assert updates is not None and int(updates[1]) >= 2, out[-3000:]
+    runs = re.findall(r"ledger \d+: (retrain|update) noise ([\d.]+), sample rate ([\d.]+), "
+                      r"(\d+) steps: epsilon ([\d.]+)", out)
+    assert [r[0] for r in runs] == ["retrain"] + ["update"] * int(updates[1])
+    assert runs[0][4] == epsilon
+    accountant = PRVAccountant()
+    accountant.history = [(float(s), float(q), int(n)) for _, s, q, n, _ in runs]
+    total = re.search(r"privacy ledger of basket-converts: epsilon ([\d.]+) of 10 spent", out)
+    assert total is not None and total[1] == runs[-1][4]
+    assert float(total[1]) == pytest.approx(accountant.get_epsilon(1e-5), abs=2e-3)
+    assert float(total[1]) > float(epsilon)
     assert "broker" in proc.stdout and "stopped" in proc.stdout
     assert _cli(tmp_path, "status", check=False).returncode == 3
 
