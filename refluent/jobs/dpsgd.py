@@ -79,9 +79,9 @@ class DPResult:
     epoch_loss: list[float] = field(default_factory=list)
 
 
-class _Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class TensorRows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Features and targets, fetched a batch of indices at a time (one tensor index per
-    step instead of one Python call per row)."""
+    step instead of one Python call per row); load it with ``collate_fn=as_fetched``."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
@@ -97,7 +97,8 @@ class _Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.x[idx], self.y[idx]
 
 
-def _batch(batch: Any) -> Any:
+def as_fetched(batch: Any) -> Any:
+    """The ``collate_fn`` of :class:`TensorRows`: the batch is already tensors."""
     return batch
 
 
@@ -167,9 +168,9 @@ def train_dp(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, confi
         generator = torch.Generator(device="cpu").manual_seed(config.seed + 7919 * (
             torch.distributed.get_rank() if dist else 0))
     net.to(device).train()  # Opacus validates a module in training mode
-    rows = _Rows(x.to(device), y.to(device))
+    rows = TensorRows(x.to(device), y.to(device))
     # Under DDP every process holds all rows and samples its own shard at the same rate.
-    loader = DataLoader(rows, batch_size=config.batch_size, collate_fn=_batch,
+    loader = DataLoader(rows, batch_size=config.batch_size, collate_fn=as_fetched,
                         generator=generator)
     module: nn.Module = net
     if dist:
@@ -236,4 +237,5 @@ def _bars(show: bool) -> Any:
                     disable=not show)
 
 
-__all__ = ["DPConfig", "DPResult", "plan_run", "resolve_device", "train_dp"]
+__all__ = ["DPConfig", "DPResult", "TensorRows", "as_fetched", "plan_run", "resolve_device",
+           "train_dp"]
