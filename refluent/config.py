@@ -242,9 +242,12 @@ class ProcessingSettings(_Component):
     views: str | None = None
     """Module (dotted name or .py file) declaring the feature views."""
     engine: str = Field(default="faust", min_length=1)
-    """Engine running the views: ``faust``, or an Engine subclass by dotted path."""
+    """Engine running the views: ``faust``, ``native`` (micro-batches on confluent-kafka), or
+    an Engine subclass by dotted path."""
     app_id: str = "refluent-features"
     """Engine application id: consumer group and prefix of its internal topics."""
+    batch_size: int = Field(default=2000, ge=1)
+    """Records the native engine takes per micro-batch."""
     table_store: str = "memory://"
     """Where the engine keeps view state: ``memory://``, rebuilt from the changelog at start."""
     producer_max_batch_size: int | None = Field(default=None, ge=1)

@@ -15,11 +15,11 @@ state remembers the last offset applied per source partition).
 
 Examples:
     >>> sorted(ENGINES)
-    ['faust']
+    ['faust', 'native']
     >>> engine_class("spark")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    refluent.engines.errors.UnknownEngineError: unknown engine 'spark': known engines are faust...
+    refluent.engines.errors.UnknownEngineError: unknown engine 'spark': known engines are faust, ...
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from refluent.streams.topics import TopicCatalog
 if TYPE_CHECKING:
     from refluent.streams.kafka import Producer
 
-ENGINES: dict[str, str] = {"faust": "refluent.engines.faust:FaustEngine"}
+ENGINES: dict[str, str] = {"faust": "refluent.engines.faust:FaustEngine",
+                           "native": "refluent.engines.native:NativeEngine"}
 """Engine name (``processing.engine``) -> ``module:Class``."""
 
 

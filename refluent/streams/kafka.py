@@ -232,6 +232,8 @@ class ConsumerLoop:
         batch_size: Most records per handler call.
         on_assign: Called with the partitions the group gave this member.
         on_revoke: Called with the partitions taken away, before their offsets are committed.
+        on_lost: Called with partitions lost without a revoke (the session timed out: another
+            member may already own them, so nothing of them may be committed).
         start_offsets: Called on assignment; returns the next offset per (topic, partition) to
             start from instead of the group's committed one (for sinks that keep their own
             offsets, such as the lake). Partitions it leaves out start from the group offset.
@@ -259,6 +261,7 @@ class ConsumerLoop:
         batch_size: int = 500,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
+        on_lost: PartitionsCallback | None = None,
         start_offsets: Callable[[list[TopicPartition]], dict[tuple[str, int], int]] | None = None,
         commit_ready: Callable[[], bool] | None = None,
         commit_interval_s: float = 0.0,
@@ -285,6 +288,7 @@ class ConsumerLoop:
         self._next_group_check = 0.0
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
+        self._user_on_lost = on_lost
         self._start_offsets = start_offsets
         self._done_offsets = done_offsets
         self._commit_ready = commit_ready or (lambda: True)
@@ -536,6 +540,8 @@ class ConsumerLoop:
         # Partitions lost (session timed out): their offsets may no longer be committed.
         self._processed = {}
         self._assigned = []
+        if self._user_on_lost:
+            self._user_on_lost(partitions)
 
     def _check_errors(self, batch: list[Message]) -> list[Message]:
         ck = _ck()

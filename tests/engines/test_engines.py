@@ -1,5 +1,5 @@
-"""The Faust engine against the real broker gives the in-memory runner's numbers, also after
-``kill -9`` and a restart."""
+"""Each engine (Faust, native) against the real broker gives the in-memory runner's numbers, also
+after ``kill -9`` and a restart."""
 
 from __future__ import annotations
 
@@ -96,8 +96,9 @@ def produce(settings: Settings, topic: str, events: list[Any]) -> None:
             producer.produce(topic, event.model_dump_json().encode(), _key(event))
 
 
-@pytest.fixture()
-def setup(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
+@pytest.fixture(params=["faust", "native"])
+def setup(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+          ) -> Iterator[tuple[str, Path, dict[str, str]]]:
     sfx = uuid.uuid4().hex[:6]
     module = tmp_path / "views.py"
     module.write_text(VIEWS.replace("{sfx}", sfx))
@@ -108,6 +109,7 @@ def setup(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path, dict[
         "REFLUENT_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "REFLUENT_PROCESSING__VIEWS": str(module),
         "REFLUENT_PROCESSING__APP_ID": f"engine-test-{sfx}",
+        "REFLUENT_PROCESSING__ENGINE": request.param,
         "REFLUENT_EMBEDDED__STATE_DIR": str(tmp_path / "state"),
     })
     yield sfx, module, env
