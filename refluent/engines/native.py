@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 H_TOPIC = "refluent.src.topic"
 H_PARTITION = "refluent.src.partition"
 H_OFFSET = "refluent.src.offset"
+LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
+          "info": logging.INFO, "debug": logging.DEBUG}
+"""``refluent process --loglevel`` names."""
 _RANGE: dict[str, Any] = {"partition.assignment.strategy": "range"}
 """The same partition numbers of every input topic to one member (see the module)."""
 
@@ -170,6 +173,7 @@ class NativeEngine(Engine):
         return owned
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        log.info("native engine: assigned %s", _names(partitions))
         owned = self._owned([(tp.topic, tp.partition) for tp in partitions])
         for i, plan in enumerate(self.plans):
             for p in list(plan.states):
@@ -178,10 +182,13 @@ class NativeEngine(Engine):
         todo = sorted((i, p) for i, p in owned if p not in self.plans[i].states)
         if todo:
             self._restore(todo)
+        log.info("native engine: ready, %d state partition(s) held", len(owned))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Drop the states of revoked (or lost) partitions: whoever holds them next writes
         their changelog, so a copy kept here would go stale."""
+        if partitions:
+            log.info("native engine: revoked %s", _names(partitions))
         gone = self._owned([(tp.topic, tp.partition) for tp in partitions])
         for i, p in gone:
             self.plans[i].states.pop(p, None)
@@ -340,6 +347,9 @@ class NativeEngine(Engine):
         """Consume until SIGTERM/SIGINT (blocks)."""
         from refluent.streams.kafka import ConsumerLoop, Producer, TopicAdmin
 
+        logging.basicConfig(level=LEVELS.get(loglevel, logging.WARNING),
+                            format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("refluent").setLevel(LEVELS.get(loglevel, logging.WARNING))
         kafka = self.settings.kafka
         TopicAdmin(kafka, self.bootstrap_servers).ensure(self.internal_topics())
         self.setup()
@@ -348,12 +358,17 @@ class NativeEngine(Engine):
             kafka, self.bootstrap_servers, self.app_id, self.inputs(),
             batch_size=self.batch_size, on_assign=self._on_assign, on_revoke=self._on_revoke,
             on_lost=self._on_revoke, **_RANGE)
+        log.info("native engine: joining group %s for %s", self.app_id, ", ".join(self.inputs()))
         try:
             loop.run(self.handle)
         finally:
             self._out.close()
             self._out = None
             self.close()
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 __all__ = ["MemoryStates", "NativeEngine"]

@@ -3,7 +3,8 @@ schedule ends with every update published once per input record, the online stor
 exactly as the input says.
 
 Each schedule runs the real commands as subprocesses on the session's broker, Redis and lake
-catalog: ``refluent process`` (Faust; one member, or two when the schedule scales out), ``refluent
+catalog: ``refluent process`` (Faust in even schedules, the native engine in odd ones; one member,
+or two when the schedule scales out), ``refluent
 sink lake`` and ``refluent sink online``. Three views cover both view kinds and both engine paths:
 an entity-state view over a CDC table, a windowed view over logs keyed by entity (applied where
 it is read) and a windowed view over CDC orders keyed by order id (forwarded by customer through
@@ -107,11 +108,26 @@ orders = FeatureView("orders_{sfx}", "customer_id", ("cdc.orders_{sfx}",), (
 ), transforms=(only_ops("c",),))
 """
 
-# Markers of a Faust worker's life in its log (loglevel info).
-M_JOIN = "(Re-)joining group"
-M_ASSIGNED = "Setting newly assigned partitions"
-M_READY = "Worker ready"
-M_REVOKED = re.compile(r"Revoking previously assigned partitions\s*\n\+")  # a non-empty set
+ENGINES = ("faust", "native")
+"""Schedule ``n`` runs the engine ``ENGINES[n % 2]``."""
+
+
+@dataclass(frozen=True)
+class Markers:
+    """Markers of an engine member's life in its log (loglevel info)."""
+
+    join: str
+    assigned: str
+    ready: str
+    revoked: re.Pattern[str]  # a non-empty set
+
+
+MARKERS = {
+    "faust": Markers("(Re-)joining group", "Setting newly assigned partitions", "Worker ready",
+                     re.compile(r"Revoking previously assigned partitions\s*\n\+")),
+    "native": Markers("native engine: joining group", "native engine: assigned",
+                      "native engine: ready", re.compile(r"native engine: revoked")),
+}
 
 SINK_START_S = 6.0
 """A sink killed this soon after its start, before its first commit, is still starting (imports,
@@ -280,17 +296,18 @@ def plan(seed: int) -> tuple[list[Kill], bool]:
     return kills, scale_out
 
 
-def engine_phase(log: str) -> str:
-    """Where a Faust worker is in its life, from what it logged since it started."""
-    if M_JOIN not in log:
+def engine_phase(log: str, engine: str = "faust") -> str:
+    """Where an engine member is in its life, from what it logged since it started."""
+    m = MARKERS[engine]
+    if m.join not in log:
         return "start-up"
-    ready = log.rfind(M_READY)
-    revoked = [m.start() for m in M_REVOKED.finditer(log)]
+    ready = log.rfind(m.ready)
+    revoked = [r.start() for r in m.revoked.finditer(log)]
     if revoked and revoked[-1] > ready:
         return "rebalance"
-    if M_ASSIGNED not in log:
+    if m.assigned not in log:
         return "group join"
-    if ready < log.rfind(M_ASSIGNED):
+    if ready < log.rfind(m.assigned):
         return "recovery"
     return "steady"
 
@@ -315,6 +332,7 @@ class Schedule:
 
     def __post_init__(self) -> None:
         self.seed = SEED + self.number
+        self.engine = ENGINES[self.number % len(ENGINES)]
         self.kills, self.scale_out = plan(self.seed)
         self.sfx = uuid.uuid4().hex[:8]
         self.dir = self.root / f"schedule-{self.number:02d}"
@@ -348,7 +366,8 @@ class Schedule:
         env = self.services.command_env(
             namespace=self.namespace, key_prefix=f"s{self.sfx}", state_dir=self.dir / "state",
             REFLUENT_PROCESSING__VIEWS=str(module), REFLUENT_PROCESSING__APP_ID=self.app_id,
-            REFLUENT_TOPICS__DEFAULT_PARTITIONS=str(PARTITIONS))
+            REFLUENT_TOPICS__DEFAULT_PARTITIONS=str(PARTITIONS),
+            REFLUENT_PROCESSING__ENGINE=self.engine)
         engine_args = ["process", "--loglevel", "info"]
         self.commands = {
             "engine": RefluentCommand("engine", engine_args, env, self.dir),
@@ -447,7 +466,7 @@ class Schedule:
                 self.note("second engine member started")
             first = self.commands["engine"]
             self.wait("the first member's rebalance",
-                      lambda: engine_phase(first.life_output()) == "rebalance")
+                      lambda: engine_phase(first.life_output(), self.engine) == "rebalance")
             return "engine"
         victim = kill.victim
         command = self.commands[victim]
@@ -461,7 +480,8 @@ class Schedule:
                       "recovery": ("recovery", "rebalance", "steady"),
                       "steady": ("steady",)}[kill.target]
             self.wait(f"the engine's {kill.target}",
-                      lambda: engine_phase(command.life_output()) in wanted, timeout=90)
+                      lambda: engine_phase(command.life_output(), self.engine) in wanted,
+                      timeout=90)
             if kill.target == "steady":
                 self.produce()
                 time.sleep(rnd.uniform(0.0, 1.5))
@@ -485,7 +505,7 @@ class Schedule:
         command.freeze()
         kill.at_s = time.monotonic() - command.started_at
         if victim.startswith("engine"):
-            kill.phase = engine_phase(life)
+            kill.phase = engine_phase(life, self.engine)
         else:
             # A sink still starting (loading, joining its group) has committed nothing yet.
             starting = (kill.at_s < SINK_START_S
@@ -668,17 +688,22 @@ def test_kill_9_schedules__every_update_once_and_the_stores_exact(
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         list(pool.map(one, schedules))
-    table = "\n".join(f"schedule {s.number:2d}: " + ", ".join(
+    table = "\n".join(f"schedule {s.number:2d} ({s.engine}): " + ", ".join(
         f"{k.victim}@{k.phase}({k.pending})" for k in s.kills) for s in schedules)
     print(table)  # with -s: where every kill landed
     assert not failures, "\n\n".join(failures)
-    # The kills covered every moment the issue names, for the engine and both sinks.
+    # The kills covered every moment the issue names, for the engines and both sinks, and
+    # each engine was killed with work pending several times.
     seen: dict[str, set[str]] = defaultdict(set)
+    engine_kills: Counter[str] = Counter()
     for schedule in schedules:
         for kill in schedule.kills:
             seen["engine" if kill.victim.startswith("engine") else kill.victim].add(kill.phase)
+            if kill.victim.startswith("engine"):
+                engine_kills[schedule.engine] += 1
     if SCHEDULES >= 20:
         assert seen["engine"] >= ENGINE_PHASES, table
+        assert min(engine_kills[e] for e in ENGINES) >= 5, (engine_kills, table)
         assert seen["lake"] >= SINK_PHASES and seen["online"] >= SINK_PHASES, table
 
 
