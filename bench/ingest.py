@@ -9,15 +9,18 @@ one feature update, so the features topics end up with as many records as there 
 Phases, each timed from spawning its command until everything it has to do is visible (the
 commands' start-up, group joins included):
 
-- ``engine``: ``refluent process`` (Faust) alone, over events already on the source topics, until
-  the features topics hold every expected update.
+- ``engine_<name>``: ``refluent process`` on each engine of ``--engines`` (the native engine
+  and Faust by default), alone, over the same events already on source topics of its own, until
+  its features topics hold every expected update; ``events_per_cpu_s`` divides by the engine
+  process's CPU time.
 - ``lake``: ``refluent sink lake`` alone, over the source and features topics, until every
   table's snapshot offsets reach the end of its topic.
 - ``online``: ``refluent sink online`` alone, over the features topics, until its group has
   committed the end of every features topic (it commits only after Redis has answered).
-- ``end_to_end``: the three commands started together on fresh topics, events produced right
-  after the start; wall time from the first produced event until the lake and Redis hold
-  everything. ``from_spawn_s`` adds the time between spawning and the first produce.
+- ``end_to_end``: the three commands (the engine ``--e2e-engine``) started together on fresh
+  topics, events produced right after the start; wall time from the first produced event until
+  the lake and Redis hold everything. ``from_spawn_s`` adds the time between spawning and the
+  first produce.
 
 ``steady_*`` rates leave the start-up out: they count from the first progress seen (null when
 everything appeared in one step). Progress is polled once a second with ListOffsets, OffsetFetch
@@ -29,6 +32,7 @@ than three cores the sinks share one). Redis is checked against the in-memory ru
 (every entity's values and event time), so a fast but wrong run does not count.
 
     python bench/ingest.py [--events 50000] [--entities 500] [--cdc-share 0.2]
+                           [--engines native,faust] [--e2e-engine native]
                            [--phase-timeout 600] [--no-pin] [--keep DIR]
 """
 
@@ -229,16 +233,17 @@ class Bench:
         })
         return env
 
-    def spawn(self, name: str, args: list[str], work: Workload, core: int | None
-              ) -> RefluentCommand:
+    def spawn(self, name: str, args: list[str], work: Workload, core: int | None,
+              **extra: str) -> RefluentCommand:
         prefix = ["taskset", "-c", str(core)] if core is not None else []
-        cmd = RefluentCommand(f"{name}-{work.sfx}", args, self.env(work), self.root,
-                              prefix=prefix).start()
+        cmd = RefluentCommand(f"{name}-{work.sfx}", args, {**self.env(work), **extra},
+                              self.root, prefix=prefix).start()
         self.procs.append(cmd)
         return cmd
 
-    def engine(self, work: Workload, core: int | None) -> RefluentCommand:
-        return self.spawn("engine", ["process"], work, core)
+    def engine(self, work: Workload, core: int | None, engine: str) -> RefluentCommand:
+        return self.spawn(f"engine-{engine}", ["process"], work, core,
+                          REFLUENT_PROCESSING__ENGINE=engine)
 
     def lake(self, work: Workload, core: int | None) -> RefluentCommand:
         return self.spawn("lake", ["sink", "lake", *work.sources, *work.features,
@@ -412,23 +417,29 @@ def check_online(settings: Settings, work: Workload) -> int:
 
 def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: Progress,
              probe: Probe) -> dict[str, Any]:
-    """The engine, then the lake sink, then the online sink, each alone."""
+    """Each engine, then the lake sink, then the online sink, each alone."""
     settings = bench.settings
     engine_core, lake_core, online_core = cores(bench.pin)
-    create_topics(settings, work.sources + work.features)
-    produce_s = produce(settings, work)
-    out: dict[str, Any] = {"produce": {"seconds": round(produce_s, 2),
-                                       "events_per_s": rate(work.events, produce_s)}}
-
-    engine = bench.engine(work, engine_core)
-    secs, first = wait_for(progress, "engine (source -> features)", work.updates,
-                           lambda: features_produced(probe, work), [engine], args.phase_timeout)
-    cpu = cpu_seconds(engine.pid) if engine.pid is not None else None
-    bench.stop_all()
-    out["engine"] = {"seconds": round(secs, 2), "events_per_s": rate(work.events, secs),
-                     "steady_events_per_s": rate(work.events, secs - (first or 0)),
-                     "startup_s": round(first or 0, 2), "cpu_s": cpu,
-                     "events_per_cpu_s": rate(work.events, cpu)}
+    out: dict[str, Any] = {}
+    for i, name in enumerate(args.engines):
+        # Each engine gets the same events on topics of its own (its state starts empty).
+        mine = work if i == 0 else make_workload(work.root, args.events, args.entities,
+                                                 args.cdc_share, seed=1)
+        create_topics(settings, mine.sources + mine.features)
+        produce_s = produce(settings, mine)
+        out.setdefault("produce", {"seconds": round(produce_s, 2),
+                                   "events_per_s": rate(mine.events, produce_s)})
+        engine = bench.engine(mine, engine_core, name)
+        secs, first = wait_for(progress, f"{name} engine (source -> features)", mine.updates,
+                               lambda m=mine: features_produced(probe, m), [engine],
+                               args.phase_timeout)
+        cpu = cpu_seconds(engine.pid) if engine.pid is not None else None
+        bench.stop_all()
+        out[f"engine_{name}"] = {
+            "seconds": round(secs, 2), "events_per_s": rate(mine.events, secs),
+            "steady_events_per_s": rate(mine.events, secs - (first or 0)),
+            "startup_s": round(first or 0, 2), "cpu_s": cpu,
+            "events_per_cpu_s": rate(mine.events, cpu)}
 
     ends = {t: topic_ends(settings, t) for t in work.sources + work.features}
     total = sum(sum(e.values()) for e in ends.values())
@@ -458,7 +469,7 @@ def end_to_end(bench: Bench, work: Workload, args: argparse.Namespace, progress:
     engine_core, lake_core, online_core = cores(bench.pin)
     create_topics(settings, work.sources + work.features)
     spawned = time.perf_counter()
-    procs = [bench.engine(work, engine_core), bench.lake(work, lake_core),
+    procs = [bench.engine(work, engine_core, args.e2e_engine), bench.lake(work, lake_core),
              bench.online(work, online_core)]
     started = time.perf_counter()
     produce(settings, work)
@@ -514,6 +525,8 @@ def run(args: argparse.Namespace, services: RunningServices, root: Path) -> dict
         "entities": args.entities,
         "cdc_share": args.cdc_share,
         "feature_updates": work.updates,
+        "engines": args.engines,
+        "e2e_engine": args.e2e_engine,
         **phases,
         "goal": f"end_to_end events_per_s >= {GOAL_EVENTS_PER_S}",
         "end_to_end_events_per_s": e2e,
@@ -537,6 +550,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--entities", type=int, default=500)
     parser.add_argument("--cdc-share", type=float, default=0.2)
+    parser.add_argument("--engines", type=lambda v: [e for e in v.split(",") if e],
+                        default=["native", "faust"],
+                        help="Engines timed alone, in order (comma-separated).")
+    parser.add_argument("--e2e-engine", default="native", help="The engine of the end-to-end "
+                        "phase.")
     parser.add_argument("--phase-timeout", type=float, default=600.0,
                         help="Longest a phase may take (seconds).")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin commands to cores.")
