@@ -29,8 +29,8 @@ feeds a state partition. When partitions are assigned, their states are read bac
 changelog (to its exact end: fetch-response high watermark); when they are revoked, dropped.
 Scale-out is more members of the group: each restores only its own partitions.
 
-The changelog and by-entity topics, their names and formats, are the Faust engine's, so a
-deployment can move between the two engines under one ``processing.app_id``.
+The changelog and by-entity topics are named and written as the Faust engine's are (moving one
+``processing.app_id`` from one engine to the other is not tested).
 """
 
 from __future__ import annotations
