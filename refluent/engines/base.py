@@ -112,6 +112,7 @@ class Engine(ABC):
         self.stats: dict[str, int] = {"in": 0, "updates": 0, "dead_lettered": 0}
         self._serdes: dict[str, JsonSerde[Any]] = {}
         self._m_in: dict[str, Any] = {}
+        self._m_updates: dict[str, Any] = {}
         self._dlq: Producer | None = None
         self._router: DeadLetterRouter | None = None
 
@@ -192,11 +193,15 @@ class Engine(ABC):
 
     def published(self, updates: Iterable[FeatureUpdate]) -> None:
         """Count updates the engine sent."""
-        n = 0
+        per_view: dict[str, int] = {}
         for update in updates:
-            metrics.FEATURE_UPDATES.labels(update.view).inc()
-            n += 1
-        self.stats["updates"] += n
+            per_view[update.view] = per_view.get(update.view, 0) + 1
+        for view, n in per_view.items():
+            counter = self._m_updates.get(view)
+            if counter is None:
+                counter = self._m_updates[view] = metrics.FEATURE_UPDATES.labels(view)
+            counter.inc(n)
+            self.stats["updates"] += n
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -106,6 +106,9 @@ class _ViewPlan:
     states: dict[int, MemoryStates] = field(default_factory=dict)
     dirty: dict[int, dict[str, State]] = field(default_factory=lambda: defaultdict(dict))
     seconds: Any = None
+    updates: Any = None
+    published: int = 0
+    """Updates of the batch in hand (counted once per batch)."""
 
 
 class NativeEngine(Engine):
@@ -127,7 +130,8 @@ class NativeEngine(Engine):
             self.plans.append(_ViewPlan(
                 runtime, n, f"{self.app_id}-state-{view.name}-changelog",
                 None if runtime.keyed_by_source else f"{self.app_id}-{view.name}-by-entity",
-                direct, seconds=metrics.ENGINE_RECORD_SECONDS.labels(view.name)))
+                direct, seconds=metrics.ENGINE_RECORD_SECONDS.labels(view.name),
+                updates=metrics.FEATURE_UPDATES.labels(view.name)))
         self._by_source: dict[str, list[_ViewPlan]] = defaultdict(list)
         self._by_entity: dict[str, _ViewPlan] = {}
         for plan in self.plans:
@@ -266,6 +270,10 @@ class NativeEngine(Engine):
                                 partition=p)
                 written += len(changed)
             plan.dirty.clear()
+            if plan.published:
+                plan.updates.inc(plan.published)
+                self.stats["updates"] += plan.published
+                plan.published = 0
         if written:
             out.flush()
         self.stats["changelog"] += written
@@ -338,7 +346,7 @@ class NativeEngine(Engine):
             topic = plan.runtime.view.topic
             for update in outcome.updates:
                 out.produce(topic, update.model_dump_json().encode(), update.entity_id)
-            self.published(outcome.updates)
+            plan.published += len(outcome.updates)
         plan.seconds.observe(time.perf_counter() - started)
 
     # -- running ---------------------------------------------------------------------------
