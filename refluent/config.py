@@ -241,8 +241,8 @@ class ProcessingSettings(_Component):
 
     views: str | None = None
     """Module (dotted name or .py file) declaring the feature views."""
-    engine: str = Field(default="faust", min_length=1)
-    """Engine running the views: ``faust``, ``native`` (micro-batches on confluent-kafka), or
+    engine: str = Field(default="native", min_length=1)
+    """Engine running the views: ``native`` (micro-batches on confluent-kafka), ``faust``, or
     an Engine subclass by dotted path."""
     app_id: str = "refluent-features"
     """Engine application id: consumer group and prefix of its internal topics."""

@@ -87,8 +87,9 @@ def process(
 ) -> None:
     """Run the feature views on the configured engine until stopped (SIGTERM/Ctrl-C).
 
-    The engine (processing.engine, default faust) reads the views' source topics, keeps window
-    state in changelog-backed tables and publishes each view's updates to features.<view>.
+    The engine (processing.engine: native by default, or faust) reads the views' source topics,
+    keeps window state backed by changelog topics and publishes each view's updates to
+    features.<view>.
     """
     from refluent.cli.app import console
     from refluent.embedded.services import resolve_bootstrap

@@ -103,7 +103,7 @@ def features(settings: Settings, console: Console) -> dict[str, int]:
 
     bootstrap = services.resolve_bootstrap(settings)
     views = discover(VIEWS)
-    console.rule("[bold]5. run the feature views on the Faust engine")
+    console.rule(f"[bold]5. run the feature views on the {settings.processing.engine} engine")
     for view in views:
         console.print(f"{view.name}: {view.description} ({', '.join(view.sources)} -> "
                       f"{view.topic})")

@@ -2,11 +2,13 @@
 tables and the online store end up exactly as if nothing had crashed.
 
 The test runs the real commands as subprocesses against the session's broker, Redis and lake
-catalog: ``refluent process`` (Faust), ``refluent sink lake`` and ``refluent sink online``. Log
-events of ~500 entities and CDC changes of a customers table are produced, half up front and the
-rest in chunks between kills. Before each of six kills (three of each victim, in a seeded order)
-the victim is seen making progress (a hundred updates published, or a lake commit, since it
-started); it is then killed after a seeded random pause and started again at once. At the end:
+catalog: ``refluent process`` (the default engine), ``refluent sink lake`` and ``refluent sink
+online``. Log events of ~500 entities and CDC changes of a customers table are produced in
+chunks: two up front, then two around each kill. Before each of six kills (three of each victim,
+in a seeded order) a chunk is produced and the victim is seen making progress (a hundred updates
+published, or a lake commit, since it started); after a seeded random pause it is frozen
+(SIGSTOP), another chunk is produced, which it cannot have processed, and it is killed with that
+work pending, then started again at once. At the end:
 
 - every lake table holds each record of its topic exactly once (the multiset of
   ``(topic, partition, offset)`` is every offset once) and, for the source tables, exactly the
@@ -315,19 +317,17 @@ def test_kill_9__engine_and_lake_sink_end_with_the_same_rows_and_features(crash:
     rnd = random.Random(SEED)
     plan = ["engine", "lake"] * (KILLS // 2)
     rnd.shuffle(plan)
-    chunks = crash.work.chunks(KILLS + 2)
+    chunks = crash.work.chunks(2 * KILLS + 2)
     for command in crash.commands.values():
         command.start()
 
-    # Half the events up front, so the engine always has a backlog and the lake sink always
-    # has updates coming; then before each kill another chunk, proof the victim is working (a
+    # Two chunks up front; then before each kill another chunk, proof the victim is working (a
     # hundred updates published, or a lake commit, since it started), a seeded random pause,
-    # and SIGKILL.
-    half = len(chunks) // 2
-    for chunk in chunks[:half]:
+    # the victim frozen, one more chunk it cannot have processed, and SIGKILL.
+    for chunk in chunks[:2]:
         produce(crash, chunk)
-    crash.note("first half produced")
-    rest = iter(chunks[half:])
+    crash.note("first chunks produced")
+    rest = iter(chunks[2:])
     for k, victim in enumerate(plan):
         produce(crash, next(rest, []))
         progress = crash.published if victim == "engine" else crash.landed
@@ -338,8 +338,12 @@ def test_kill_9__engine_and_lake_sink_end_with_the_same_rows_and_features(crash:
 
         crash.wait_until(f"{victim} to make progress before kill {k + 1}", working, 90)
         time.sleep(rnd.uniform(0.0, 3.0))
+        crash.commands[victim].freeze()
+        pending = next(rest, [])
+        assert pending, "a chunk for every kill"
+        produce(crash, pending)  # work the frozen victim cannot have done
         crash.commands[victim].kill9()
-        crash.note(f"killed {victim}")
+        crash.note(f"killed {victim} with {len(pending)} new events pending")
         crash.commands[victim].start()
     for chunk in rest:
         produce(crash, chunk)

@@ -711,12 +711,18 @@ ISSUE_CHANGES, ISSUE_KEYS = 30_000, 6_000
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(("engine_name", "kill_after_s"), [
+    ("faust", (9.0, 5.0)),  # the schedule that lost most of a Faust run
+    ("native", (3.0, 2.0)),  # the native engine is through 30,000 changes in seconds
+])
 def test_two_kills_the_second_in_start_up__the_entity_state_view_stays_exact(
-    services: RunningServices, tmp_path: Path,
+    services: RunningServices, tmp_path: Path, engine_name: str,
+    kill_after_s: tuple[float, float],
 ) -> None:
     """The schedule that lost most of a run: an entity-state view over 30,000 Debezium changes
-    on 3 partitions, the engine killed 9 s after its start and 5 s after its restart (during
-    start-up, table recovery and the group join, with the killed member still in the group),
+    on 3 partitions, each engine killed twice early (Faust 9 s after its start and 5 s after its
+    restart, the native engine 3 s and 2 s: during start-up, state recovery and the group join,
+    with the killed member still in the group),
     then run until its group has committed everything; then the online sink, killed once,
     run with ``--until-caught-up``. Every key in Redis must be the source table's final row."""
     sfx = uuid.uuid4().hex[:8]
@@ -746,12 +752,13 @@ def test_two_kills_the_second_in_start_up__the_entity_state_view_stays_exact(
     env = services.command_env(namespace=namespace, key_prefix=f"i{sfx}",
                                state_dir=tmp_path / "state",
                                REFLUENT_PROCESSING__VIEWS=str(module),
-                               REFLUENT_PROCESSING__APP_ID=app_id)
+                               REFLUENT_PROCESSING__APP_ID=app_id,
+                               REFLUENT_PROCESSING__ENGINE=engine_name)
     engine = RefluentCommand("engine", ["process"], env, tmp_path)
     online = RefluentCommand("online", ["sink", "online", "--group", f"online-{sfx}"], env,
                              tmp_path)
     try:
-        for after_s in (9.0, 5.0):
+        for after_s in kill_after_s:
             engine.start()
             time.sleep(after_s)
             engine.kill9()
