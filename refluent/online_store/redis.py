@@ -5,8 +5,12 @@ one field per feature plus the meta fields, newer-wins by ``(event_time, sequenc
 tombstones, a TTL per view counted from the last applied update).
 
 Writes (:class:`RedisOnlineWriter`) go through a Lua script that applies an update only when it
-is strictly newer than the stored one, atomically on its own key; a batch is one
-non-transactional pipeline of EVALSHA calls.
+is strictly newer than the stored one; a batch is one EVALSHA call whose argument is the whole
+batch as MessagePack (as the feedback join writes its state), applied in order, each update
+atomically with the rest of the batch. One call instead of one command per update spares the
+client the packing of a command per update (most of its time) and Redis the parsing of them.
+The script names its keys itself, so it is for a single Redis (or one shard), as the feedback
+join's are.
 
 Reads (:class:`RedisOnlineReader`) fetch any number of entities of one feature view in a single
 round trip (``HMGET`` of the requested features plus the meta fields, or ``HGETALL`` for every
@@ -80,40 +84,58 @@ _EVENT_TIME_BYTES = EVENT_TIME_FIELD.encode()
 _DELETED_BYTES = DELETED_FIELD.encode()
 
 
-# KEYS[1]: the entity's hash. ARGV: event time ms, sequence, write time ms, TTL ms (0: none),
-# deleted (1/0), then feature field/value pairs. Returns 1 when applied, 0 when not newer.
+# ARGV[1]: write time ms. ARGV[2]: MessagePack list of updates, each [key, event time ms,
+# sequence, TTL ms (0: none), deleted (1/0), [field, value, field, value, ...]], the numbers as
+# decimal text (a Lua number would print 13-digit times in exponent form). Returns per update
+# 1 when applied, 0 when not newer; a key Redis refuses (not a hash) fails the call, naming it.
 UPSERT_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], '__et', '__seq')
-local et = tonumber(ARGV[1])
-local seq = tonumber(ARGV[2])
-local cur_et = tonumber(cur[1])
-if cur_et then
-  local cur_seq = tonumber(cur[2]) or 0
-  if et < cur_et or (et == cur_et and seq <= cur_seq) then
-    return 0
+local wt = ARGV[1]
+local batch = cmsgpack.unpack(ARGV[2])
+local out = {}
+for n, u in ipairs(batch) do
+  local key, et_s, seq_s = u[1], u[2], u[3]
+  local cur = redis.pcall('HMGET', key, '__et', '__seq')
+  if cur['err'] then
+    return redis.error_reply('key ' .. key .. ': ' .. cur['err'])
+  end
+  local et = tonumber(et_s)
+  local seq = tonumber(seq_s)
+  local cur_et = tonumber(cur[1])
+  local newer = true
+  if cur_et then
+    local cur_seq = tonumber(cur[2]) or 0
+    if et < cur_et or (et == cur_et and seq <= cur_seq) then
+      newer = false
+    end
+  end
+  if newer then
+    -- An update carries every value of its view: start from an empty hash so features
+    -- absent from it disappear.
+    redis.call('DEL', key)
+    if u[5] == '1' then
+      redis.call('HSET', key, '__et', et_s, '__seq', seq_s, '__wt', wt, '__del', '1')
+    else
+      redis.call('HSET', key, '__et', et_s, '__seq', seq_s, '__wt', wt)
+      local fields = u[6]
+      local count = #fields
+      local i = 1
+      -- unpack() is bounded by the Lua stack: set wide views 500 fields at a time.
+      while i <= count do
+        local j = math.min(i + 999, count)
+        redis.call('HSET', key, unpack(fields, i, j))
+        i = j + 1
+      end
+    end
+    local ttl = tonumber(u[4])
+    if ttl > 0 then
+      redis.call('PEXPIRE', key, ttl)
+    end
+    out[n] = 1
+  else
+    out[n] = 0
   end
 end
--- An update carries every value of its view: start from an empty hash so features absent
--- from it disappear.
-redis.call('DEL', KEYS[1])
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], '__et', ARGV[1], '__seq', ARGV[2], '__wt', ARGV[3], '__del', '1')
-else
-  redis.call('HSET', KEYS[1], '__et', ARGV[1], '__seq', ARGV[2], '__wt', ARGV[3])
-  local n = #ARGV
-  local i = 6
-  -- unpack() is bounded by the Lua stack: set wide views 500 fields at a time.
-  while i <= n do
-    local j = math.min(i + 999, n)
-    redis.call('HSET', KEYS[1], unpack(ARGV, i, j))
-    i = j + 1
-  end
-end
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return 1
+return out
 """
 
 
@@ -430,7 +452,7 @@ class RedisOnlineWriter(OnlineStoreWriter):
         self._client: Redis | None = None
         self._script: Script | None = None
         self._errors: type[Exception] = Exception
-        self._noscript: type[Exception] = Exception
+        self._packb: Any = None
         # Per view: key prefix, TTL argument and metric children (label lookups are slow).
         self._views: dict[str, tuple[str, bytes, Any, Any, Any]] = {}
 
@@ -484,7 +506,7 @@ class RedisOnlineWriter(OnlineStoreWriter):
             MissingExtraError: redis-py is not installed.
         """
         client = connect(self.url, self.password, self.socket_timeout, self.retries)
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import RedisError
 
         try:
             client.script_load(UPSERT_SCRIPT)
@@ -494,7 +516,7 @@ class RedisOnlineWriter(OnlineStoreWriter):
                 self._store, f"cannot load the upsert script into {self._store}: {exc}"
             ) from exc
         self._errors = RedisError
-        self._noscript = NoScriptError
+        self._packb = require("msgpack", "redis").packb  # type: ignore[attr-defined]
         self._client = client
         self._script = client.register_script(UPSERT_SCRIPT)
 
@@ -508,7 +530,7 @@ class RedisOnlineWriter(OnlineStoreWriter):
     # -- writing ----------------------------------------------------------------------------
 
     def write(self, updates: Sequence[FeatureUpdate]) -> list[bool]:
-        """Apply ``updates`` in one pipeline; returns when Redis has answered every update.
+        """Apply ``updates`` in one script call; returns when Redis has answered.
 
         A connection error or timeout resends the whole batch (up to ``retries`` times, which
         the newer-wins script makes safe; updates applied by the failed attempt are then
@@ -525,28 +547,24 @@ class RedisOnlineWriter(OnlineStoreWriter):
             return []
         write_ms = time.time_ns() // 1_000_000
         wt = b"%d" % write_ms
-        keys: list[str] = []
-        argvs: list[list[bytes]] = []
+        batch: list[list[Any]] = []
         lags: list[tuple[int, str]] = []
         for update in updates:
             view = update.view
             prefix, ttl, *_ = self._views.get(view) or self._view(view)
             key = prefix + update.entity_id
             et_ms = (update.event_time - _EPOCH) // _MS
-            argv = [b"%d" % et_ms, b"%d" % update.sequence, wt, ttl]
-            if update.deleted:
-                argv.append(b"1")
-            else:
-                argv.append(b"0")
+            fields: list[bytes] = []
+            if not update.deleted:
                 for field, value in update.values.items():
                     if field.startswith(RESERVED_PREFIX):
                         raise ReservedFeatureNameError(self._store, field, view, key)
-                    argv.append(field.encode())
-                    argv.append(orjson.dumps(value))
-            keys.append(key)
-            argvs.append(argv)
+                    fields.append(field.encode())
+                    fields.append(orjson.dumps(value))
+            batch.append([key, b"%d" % et_ms, b"%d" % update.sequence, ttl,
+                          b"1" if update.deleted else b"0", fields])
             lags.append((write_ms - et_ms, view))
-        results = self._run(keys, argvs)
+        results = self._run(wt, batch)
         views = self._views
         for (lag_ms, view), applied in zip(lags, results, strict=True):
             _, _, freshness, applied_count, stale_count = views[view]
@@ -557,41 +575,20 @@ class RedisOnlineWriter(OnlineStoreWriter):
                 stale_count.inc()
         return results
 
-    def _run(self, keys: list[str], argvs: list[list[bytes]]) -> list[bool]:
-        """Run the upsert script for every key in one pipeline; True for each update applied.
+    def _run(self, wt: bytes, batch: list[list[Any]]) -> list[bool]:
+        """Run the upsert script over ``batch``; True for each update applied.
 
-        redis-py's script object checks that Redis holds the script before the pipeline is sent
-        and loads it when not. Should Redis lose it between that check and the pipeline
-        (failover, ``SCRIPT FLUSH``), the commands that met NOSCRIPT were not run: they are sent
-        once more, which loads the script again.
+        redis-py's script object sends EVALSHA and, when Redis lost the script (restart,
+        failover, ``SCRIPT FLUSH``: nothing ran), loads it and sends it again.
         """
         assert self._client is not None and self._script is not None  # noqa: S101 - write()
-        script = self._script
-        results = [False] * len(keys)
-        todo = list(range(len(keys)))
-        for attempt in range(2):
-            with self._client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    script(keys=[keys[i]], args=argvs[i], client=pipe)
-                try:
-                    answers = pipe.execute(raise_on_error=False)
-                except self._errors as exc:
-                    raise OnlineStoreError(
-                        self._store,
-                        f"writing {len(todo)} update(s) to {self._store} failed at key "
-                        f"{keys[todo[0]]}: {exc}",
-                    ) from exc
-            missing: list[int] = []
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, self._noscript) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise OnlineStoreError(
-                        self._store, f"key {keys[i]} in {self._store}: {answer}"
-                    ) from answer
-                else:
-                    results[i] = answer == 1
-            if not missing:
-                break
-            todo = missing
-        return results
+        try:
+            # Raw strings, not bin: the cmsgpack inside Redis reads no bin type.
+            answers = self._script(keys=[], args=[wt, self._packb(batch, use_bin_type=False)])
+        except self._errors as exc:
+            raise OnlineStoreError(
+                self._store,
+                f"writing {len(batch)} update(s) to {self._store} failed (first key "
+                f"{batch[0][0]}): {exc}",
+            ) from exc
+        return [answer == 1 for answer in answers]

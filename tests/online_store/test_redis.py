@@ -222,24 +222,21 @@ def test_write__reloads_the_script_when_redis_lost_it(store: Store) -> None:
 
 
 @pytest.mark.integration
-def test_write__resends_updates_that_met_noscript_mid_batch(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Redis loses the script after the pipeline checked for it (failover, SCRIPT FLUSH).
-    store.raw.script_flush()
-    checks: list[int] = []
-    real = redis.client.Pipeline.load_scripts
-
-    def lost_after_first_check(pipe: redis.client.Pipeline) -> None:
-        checks.append(1)
-        if len(checks) > 1:
-            real(pipe)
-
-    monkeypatch.setattr(redis.client.Pipeline, "load_scripts", lost_after_first_check)
-    store.writer.write([record("a", {"n": 1}), record("b", {"n": 2})])
-    assert len(checks) == 2
+def test_write__one_batch_applies_each_update_in_order_with_newer_wins(store: Store) -> None:
+    """A batch is one script call: updates of one key in it are applied one after the other,
+    each only when newer than what the ones before it left."""
+    applied = store.writer.write([record("a", {"n": 1}, seq=1), record("a", {"n": 3}, seq=3),
+                                  record("a", {"n": 2}, seq=2), record("b", {"n": 9}, seq=1)])
+    assert applied == [True, True, False, True]
     rows = store.reader.get_online_features("v", ["a", "b"], ["n"])
-    assert [r.values for r in rows] == [{"n": 1}, {"n": 2}]
+    assert [r.values for r in rows] == [{"n": 3}, {"n": 9}]
+
+
+@pytest.mark.integration
+def test_write__a_key_redis_refuses_names_the_key(store: Store) -> None:
+    store.raw.set(store.key("e1"), "not a hash")
+    with pytest.raises(OnlineStoreError, match=rf"key {store.key('e1')}: WRONGTYPE"):
+        store.writer.write([record("e0", {"n": 1}), record("e1", {"n": 1})])
 
 
 @pytest.mark.integration
