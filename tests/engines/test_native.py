@@ -20,6 +20,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.kafka import FakeMessage as Msg
 
 from refluent.config import Settings
 from refluent.engines.memory import InMemoryRunner
@@ -60,36 +61,6 @@ def part(key: bytes) -> int:
 
 
 @dataclass
-class Msg:
-    """A consumed record, with the methods of ``confluent_kafka.Message`` the engine calls."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _key: bytes | None
-    _value: bytes | None
-    _headers: list[tuple[str, bytes]] | None = None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-
-@dataclass
 class Recorder:
     """The engine's producer: what it produced, per topic, in order."""
 
@@ -101,7 +72,7 @@ class Recorder:
         headers = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers or []]
         where = partition if partition is not None else part(key or b"")
         log = self.records[topic]
-        log.append(Msg(topic, where, len(log), key, value, headers))
+        log.append(Msg(topic, where, len(log), value, key, headers))
 
     def flush(self, timeout: float = 30.0) -> None:
         pass

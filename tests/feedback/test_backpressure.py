@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support.kafka import FakeMessage as Message
 
 from refluent.config import Settings
 from refluent.feedback.join import FeedbackJoin
@@ -18,31 +19,6 @@ from refluent.streams.contracts import Feedback, Prediction
 from .events import F, P, label, prediction
 
 pytestmark = pytest.mark.unit
-
-
-@dataclass
-class Message:
-    """The part of a consumed record the service reads."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _value: bytes
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return None
 
 
 @dataclass
