@@ -36,8 +36,7 @@ from refluent.engines.errors import UnknownEngineError
 from refluent.observability import metrics
 from refluent.plugins import ClassPathError, load_class
 from refluent.processors.features import View
-from refluent.processors.runtime import State, ViewRuntime, runtime_for
-from refluent.streams.contracts import FeatureUpdate
+from refluent.processors.runtime import State, UpdateJson, ViewRuntime, runtime_for
 from refluent.streams.deadletter import DeadLetterRouter
 from refluent.streams.errors import DecodeError
 from refluent.streams.origin import Origin
@@ -191,11 +190,11 @@ class Engine(ABC):
         self._dlq.flush()
         self.stats["dead_lettered"] += 1
 
-    def published(self, updates: Iterable[FeatureUpdate]) -> None:
-        """Count updates the engine sent."""
+    def published(self, updates: Iterable[UpdateJson]) -> None:
+        """Count updates the engine sent (their JSON form, as outcomes hold them)."""
         per_view: dict[str, int] = {}
         for update in updates:
-            per_view[update.view] = per_view.get(update.view, 0) + 1
+            per_view[update["view"]] = per_view.get(update["view"], 0) + 1
         for view, n in per_view.items():
             counter = self._m_updates.get(view)
             if counter is None:

@@ -159,14 +159,15 @@ class FaustEngine(Engine):
 
     def _publish(self, out: Any, outcome: Outcome) -> None:
         for update in outcome.updates:
-            self._send(out, update.entity_id.encode(), update.model_dump_json().encode())
+            self._send(out, update["entity_id"].encode(), orjson.dumps(update))
         self.published(outcome.updates)
 
-    def _store(self, table: Any, partition: int, states: dict[str, dict[str, Any]]) -> None:
+    def _store(self, table: Any, partition: int, runtime: ViewRuntime,
+               states: dict[str, dict[str, Any]]) -> None:
         """Write states to the table's store now and stage them for the changelog, which the
         next commit writes once the outputs sent before it are acknowledged."""
         for key, state in states.items():
-            raw = orjson.dumps(state)
+            raw = orjson.dumps(runtime.dump(state))
             table.data[key] = raw
             self.ledger.stage(table.name, key, partition, raw)
 
@@ -290,7 +291,7 @@ class FaustEngine(Engine):
             except RecordRejected as exc:
                 engine.reject(origin, rec.key, rec.value, exc)
                 return
-            engine._store(table, rec.partition, outcome.states)
+            engine._store(table, rec.partition, runtime, outcome.states)
             engine._publish(out, outcome)
             seconds.observe(time.perf_counter() - started)
 

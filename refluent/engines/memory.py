@@ -91,19 +91,21 @@ class InMemoryRunner:
         except RecordRejected as exc:
             self.rejected.append(RejectedRecord(name, origin, exc.reason, exc.detail))
             return []
-        return self._store(name, store, outcome)
+        return self._store(runtime, store, outcome)
 
-    def _store(self, name: str, store: dict[str, bytes], outcome: Outcome
+    def _store(self, runtime: ViewRuntime, store: dict[str, bytes], outcome: Outcome
                ) -> list[FeatureUpdate]:
-        JsonStates(store).put(outcome.states)  # what a changelog would hold
-        online = self.online.setdefault(name, {})
-        for update in outcome.updates:
+        # What a changelog would hold; each update validated against its contract.
+        JsonStates(store).put({k: runtime.dump(v) for k, v in outcome.states.items()})
+        updates = outcome.feature_updates()
+        online = self.online.setdefault(runtime.view.name, {})
+        for update in updates:
             current = online.get(update.entity_id)
             # The online store's own rule: event times to the millisecond, strictly newer wins.
             if is_newer(_version(update), None if current is None else _version(current)):
                 online[update.entity_id] = update
-        self.updates += outcome.updates
-        return outcome.updates
+        self.updates += updates
+        return updates
 
 
 def _version(update: FeatureUpdate) -> tuple[int, int]:

@@ -89,7 +89,8 @@ WEBHOOK_DELIVERIES = Counter(
 )
 ENGINE_RECORD_SECONDS = Histogram(
     "refluent_engine_record_seconds",
-    "Time the engine spends applying one record to a view (state load, aggregate, publish).",
+    "Time the engine spends applying one record to a view (state load, aggregate, publish); "
+    "the native engine observes the mean of each micro-batch.",
     ["view"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25),
 )

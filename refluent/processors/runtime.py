@@ -6,8 +6,11 @@ the kind of view it runs:
 - :meth:`ViewRuntime.entity`: the entity whose state a decoded event changes (the key an engine
   partitions by; None when the event changes nothing);
 - :meth:`ViewRuntime.process`: apply the event, given the view's stored states (:class:`States`),
-  and return an :class:`Outcome`: the states to store and the
-  :class:`~refluent.streams.contracts.FeatureUpdate` records to publish.
+  and return an :class:`Outcome`: the states to store and the updates to publish, each the JSON
+  form of a :class:`~refluent.streams.contracts.FeatureUpdate` (built without a model per
+  update: engines serialise it once; :meth:`Outcome.feature_updates` gives the models);
+- :meth:`ViewRuntime.dump`: a state as it is stored (JSON data; the states an outcome holds
+  are live and may keep decoded sketches).
 
 A record a view cannot take (no entity, a late event, a value it cannot aggregate) raises
 :class:`~refluent.streams.processing.RecordRejected`, which the engine dead-letters.
@@ -43,6 +46,8 @@ from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
 
 State = dict[str, Any]
+Keyed = tuple[str, dict[str, Any], int]
+"""An event as a windowed view applies it: entity id, transformed row, event time (ms)."""
 
 
 class States(Protocol):
@@ -57,20 +62,91 @@ class States(Protocol):
         ...
 
 
+UpdateJson = dict[str, Any]
+"""A :class:`~refluent.streams.contracts.FeatureUpdate` in its JSON form, as
+``model_dump(mode="json")`` gives it."""
+
+
 @dataclass
 class Outcome:
-    """What processing one record did: states to store (entity -> state) and updates."""
+    """What processing one record did: states to store (entity -> live state, see
+    :meth:`ViewRuntime.dump`) and updates to publish (their JSON form)."""
 
     states: dict[str, State] = field(default_factory=dict)
-    updates: list[FeatureUpdate] = field(default_factory=list)
+    updates: list[UpdateJson] = field(default_factory=list)
+
+    def feature_updates(self) -> list[FeatureUpdate]:
+        """The updates as validated models."""
+        return [FeatureUpdate.model_validate(u) for u in self.updates]
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as the contracts write a UTC time (``...T08:00:00.123000Z``).
+
+    Examples:
+        >>> iso_ms(0), iso_ms(1_714_550_400_123)
+        ('1970-01-01T00:00:00Z', '2024-05-01T08:00:00.123000Z')
+    """
+    day, rest = divmod(ms, 86_400_000)
+    date = _DAYS.get(day)
+    if date is None:
+        if len(_DAYS) >= 1024:
+            _DAYS.clear()
+        date = _DAYS[day] = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%dT")
+    seconds, frac = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    if frac:
+        return f"{date}{hour:02d}:{minute:02d}:{second:02d}.{frac:03d}000Z"
+    return f"{date}{hour:02d}:{minute:02d}:{second:02d}Z"
 
 
-def _update_json(update: FeatureUpdate) -> dict[str, Any]:
-    return update.model_dump(mode="json")
+_DAYS: dict[int, str] = {}
+
+
+_BOUNDS: dict[tuple[int, int], list[str]] = {}
+
+
+def _bounds(start_ms: int, end_ms: int) -> list[str]:
+    """A window's bounds in JSON form; windows repeat for every event in them, so recent
+    answers are kept (the lists are shared: never change them)."""
+    key = (start_ms, end_ms)
+    pair = _BOUNDS.get(key)
+    if pair is None:
+        if len(_BOUNDS) >= 4096:
+            _BOUNDS.clear()
+        pair = _BOUNDS[key] = [iso_ms(start_ms), iso_ms(end_ms)]
+    return pair
+
+
+def update_json(view: str, entity: str, values: dict[str, Any], event_time_ms: int,
+                windows: dict[str, tuple[int, int]], sequence: int, origin: Origin,
+                deleted: bool = False) -> UpdateJson:
+    """A feature update's JSON form, field for field as the contract writes it.
+
+    Examples:
+        >>> from refluent.streams.origin import Origin
+        >>> u = update_json("v", "u1", {"n": 2}, 60_000, {"n": (0, 60_000)}, 3,
+        ...                 Origin("logs.app", 1, 7))
+        >>> FeatureUpdate.model_validate(u).model_dump(mode="json") == u
+        True
+    """
+    return {
+        "schema_version": _SCHEMA_VERSION,
+        "view": view,
+        "entity_id": entity,
+        "values": values,
+        "event_time": iso_ms(event_time_ms),
+        "windows": {k: _bounds(*bounds) for k, bounds in windows.items()},
+        "deleted": deleted,
+        "sequence": sequence,
+        "source_topic": origin.topic,
+        "source_partition": origin.partition,
+        "source_offset": origin.offset,
+    }
+
+
+_SCHEMA_VERSION = FeatureUpdate.model_fields["schema_version"].default
 
 
 class ViewRuntime(ABC):
@@ -88,6 +164,10 @@ class ViewRuntime(ABC):
     def __init__(self, view: View) -> None:
         self.view = view
         self.step = f"view:{view.name}"
+
+    def dump(self, state: State) -> State:
+        """``state`` as it is stored (plain JSON data); the live state is left as it is."""
+        return state
 
     @abstractmethod
     def entity(self, event: BaseModel | None) -> str | None:
@@ -117,6 +197,16 @@ class FeatureViewRuntime(ViewRuntime):
     def __init__(self, view: FeatureView) -> None:
         super().__init__(view)
         self.aggregator = WindowedAggregator(view.aggregations)
+        # The last event keyed and its answer: an engine asks entity() to route an event and
+        # then process() to apply it, and the transforms run once.
+        self._keyed: tuple[BaseModel | None, Keyed | None] = (None, None)
+
+    def dump(self, state: State) -> State:
+        agg = state.get("agg")
+        if not agg:
+            return state
+        dumped = self.aggregator.dump_state(agg)
+        return state if dumped is agg else {**state, "agg": dumped}
 
     def entity(self, event: BaseModel | None) -> str | None:
         keyed = self.key(event)
@@ -129,7 +219,7 @@ class FeatureViewRuntime(ViewRuntime):
         entity, row, ts_ms = keyed
         return self.apply(states.get(entity), entity, row, ts_ms, origin)
 
-    def key(self, event: BaseModel | None) -> tuple[str, dict[str, Any], int] | None:
+    def key(self, event: BaseModel | None) -> Keyed | None:
         """The entity id, transformed row and event time of ``event``; None to skip it.
 
         Raises:
@@ -137,15 +227,21 @@ class FeatureViewRuntime(ViewRuntime):
         """
         if event is None:  # a tombstone: nothing to aggregate
             return None
+        last, keyed = self._keyed
+        if last is event:
+            return keyed
         row, ts_ms = event_row(event)
         out = apply_transforms(self.view.transforms, row)
         if out is None:
-            return None
-        entity = out.get(self.view.entity)
-        if entity is None or entity == "":
-            raise RecordRejected(self.step, "no_entity",
-                                 f"field {self.view.entity!r} is missing or empty")
-        return str(entity), out, ts_ms
+            keyed = None
+        else:
+            entity = out.get(self.view.entity)
+            if entity is None or entity == "":
+                raise RecordRejected(self.step, "no_entity",
+                                     f"field {self.view.entity!r} is missing or empty")
+            keyed = (str(entity), out, ts_ms)
+        self._keyed = (event, keyed)
+        return keyed
 
     def apply(self, state: State, entity: str, row: dict[str, Any], ts_ms: int,
               origin: Origin) -> Outcome:
@@ -186,19 +282,9 @@ class FeatureViewRuntime(ViewRuntime):
                 windows[a.name] = (bounds.start_ms, bounds.end_ms)
         version = int(working.get("version", 0)) + 1
         working["version"] = version
-        update = FeatureUpdate(
-            view=self.view.name,
-            entity_id=entity,
-            values=values,
-            event_time=_dt(wm),
-            windows={k: (_dt(s), _dt(e)) for k, (s, e) in windows.items()},
-            sequence=version,
-            source_topic=origin.topic,
-            source_partition=origin.partition,
-            source_offset=origin.offset,
-        )
-        working["agg"] = self.aggregator.dump_state(result.state)
-        working["last"] = _update_json(update)
+        update = update_json(self.view.name, entity, values, wm, windows, version, origin)
+        working["agg"] = result.state  # live: sketches stay decoded (see dump())
+        working["last"] = update
         return Outcome({entity: working}, [update])
 
 
@@ -269,21 +355,14 @@ class EntityStateRuntime(ViewRuntime):
             if row is not None:
                 row = apply_transforms(self.view.transforms, row)
             deleted = row is None
-            update = FeatureUpdate(
-                view=self.view.name,
-                entity_id=change.key,
-                values={} if deleted else _plain(self.view.project(row or {})),
-                event_time=_dt(change.event_time_ms),
-                deleted=deleted,
-                sequence=origin.offset,
-                source_topic=origin.topic,
-                source_partition=origin.partition,
-                source_offset=origin.offset,
-            )
+            update = update_json(
+                self.view.name, change.key,
+                {} if deleted else _plain(self.view.project(row or {})),
+                change.event_time_ms, {}, origin.offset, origin, deleted=deleted)
             state = change.state
             if change.row is not None:
                 state["row"] = _plain(change.row)  # decimals, dates: JSON for the changelog
-            state["last"] = _update_json(update)
+            state["last"] = update
             out.states[change.key] = state
             out.updates.append(update)
         return out
@@ -296,7 +375,7 @@ def _republish_last(state: State, origin: Origin) -> Outcome:
     if last is not None and (last.get("source_topic"), last.get("source_partition"),
                              last.get("source_offset")) == (origin.topic, origin.partition,
                                                             origin.offset):
-        return Outcome({}, [FeatureUpdate.model_validate(last)])
+        return Outcome({}, [last])
     return Outcome()
 
 
