@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import threading
 import time
 import traceback
@@ -53,6 +52,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.engines import MARKERS
 
 from refluent.config import Settings
 from refluent.embedded.commands import RefluentCommand
@@ -111,23 +111,6 @@ orders = FeatureView("orders_{sfx}", "customer_id", ("cdc.orders_{sfx}",), (
 ENGINES = ("faust", "native")
 """Schedule ``n`` runs the engine ``ENGINES[n % 2]``."""
 
-
-@dataclass(frozen=True)
-class Markers:
-    """Markers of an engine member's life in its log (loglevel info)."""
-
-    join: str
-    assigned: str
-    ready: str
-    revoked: re.Pattern[str]  # a non-empty set
-
-
-MARKERS = {
-    "faust": Markers("(Re-)joining group", "Setting newly assigned partitions", "Worker ready",
-                     re.compile(r"Revoking previously assigned partitions\s*\n\+")),
-    "native": Markers("native engine: joining group", "native engine: assigned",
-                      "native engine: ready", re.compile(r"native engine: revoked")),
-}
 
 SINK_START_S = 6.0
 """A sink killed this soon after its start, before its first commit, is still starting (imports,

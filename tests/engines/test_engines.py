@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.engines import MARKERS
 
 from refluent.config import Settings
 from refluent.embedded.commands import RefluentCommand
@@ -253,3 +254,64 @@ def test_engine__kill_9_and_restart_gives_the_same_features(
         check_every_update(settings, runner, sfx)
     finally:
         cmd.stop()
+
+
+def wait_in_log(cmd: RefluentCommand, found: Any, what: str, timeout: float = 120) -> None:
+    """Wait until ``found(log of cmd's current life)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cmd.check_alive()
+        if found(cmd.life_output()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{cmd.name}: no sign of {what} after {timeout:.0f}s:\n"
+                         f"{cmd.output(3000)}")
+
+
+def test_engine__a_member_joins_and_leaves_mid_run_and_the_features_stay_exact(
+    settings: Settings, setup: tuple[str, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A second member joins while the first has work in hand (the group rebalances: the first
+    gives partitions up, the second restores their states), takes part, and then leaves with
+    SIGTERM while input is still arriving (the first restores them back); every update and the
+    final features are the in-memory engine's."""
+    sfx, module, env = setup
+    markers = MARKERS[env["REFLUENT_PROCESSING__ENGINE"]]
+    logs = log_events(4500)
+    orders, customers = cdc_events(450)
+    thirds = [(i * len(logs) // 3, i * len(orders) // 3) for i in range(4)]
+
+    def produce_part(k: int) -> None:
+        (lo, co), (hi, ch) = thirds[k], thirds[k + 1]
+        produce(settings, f"logs.{sfx}", logs[lo:hi])
+        produce(settings, f"cdc.orders_{sfx}", orders[co:ch])
+        produce(settings, f"cdc.customers_{sfx}", customers[co:ch])
+
+    args = ["process", "--loglevel", "info"]
+    first = RefluentCommand("engine", args, env, tmp_path).start()
+    second = RefluentCommand("engine-2", args, env, tmp_path)
+    try:
+        produce_part(0)
+        wait_for_output(settings, f"features.activity_{sfx}", first)
+        second.start()
+        produce_part(1)
+        # The first member gives its partitions up, the second takes a share of them.
+        wait_in_log(first, markers.revoked.search, "a revocation")
+        wait_in_log(second, lambda log: markers.ready in log, "being ready")
+        produce_part(2)
+        time.sleep(0.5)  # the second member applies some of the new input
+        assert second.stop() == 0, second.output(3000)  # leaves the group
+        runner = expected_online(module, [(f"logs.{sfx}", logs),
+                                          (f"cdc.orders_{sfx}", orders),
+                                          (f"cdc.customers_{sfx}", customers)])
+        check(settings, runner, sfx, first)
+        check_every_update(settings, runner, sfx)
+        # The second member held partitions; the first was assigned three times (alone,
+        # beside the second, alone again).
+        assert markers.assigned in second.output(), second.output(3000)
+        if env["REFLUENT_PROCESSING__ENGINE"] == "native":
+            assert "native engine: assigned nothing" not in second.output(), second.output(3000)
+        assert first.output().count(markers.assigned) >= 3, first.output(3000)
+    finally:
+        second.stop()
+        first.stop()
