@@ -168,13 +168,15 @@ def sink_online(
     """Write every view's features.<view> updates to the Redis online store."""
     from refluent.cli.app import console
     from refluent.embedded.services import resolve_bootstrap
-    from refluent.sinks.pipeline import SinkPipeline, online_routes
+    from refluent.sinks.pipeline import ONLINE_FETCH_WAIT_MS, SinkPipeline, online_routes
 
     s, found = _load(views)
-    pipeline = SinkPipeline(s, resolve_bootstrap(s), group, online_routes(s, found))
+    pipeline = SinkPipeline(s, resolve_bootstrap(s), group, online_routes(s, found),
+                            consumer_overrides=s.kafka.short_fetch_wait(ONLINE_FETCH_WAIT_MS))
     console.print(f"online store <- {', '.join(v.topic for v in found)}")
     _serve_metrics(metrics_port)
-    stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
+    # An update goes to Redis as soon as it arrives (with whatever else has been fetched).
+    stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up, drain=True)
     console.print(f"{stats.written} update(s) applied, {stats.dead_lettered} dead-lettered")
 
 

@@ -56,16 +56,20 @@ class SinkPipeline:
         group_id: Consumer group.
         routes: Topic -> the sinks its records go to.
         batch_size: Most records per poll.
+        consumer_overrides: librdkafka properties of the consumer (e.g.
+            ``settings.kafka.short_fetch_wait(20)`` for a sink whose latency matters).
     """
 
     def __init__(self, settings: Settings, bootstrap_servers: str, group_id: str,
-                 routes: Mapping[str, Sequence[Sink[Any]]], *, batch_size: int = 2000) -> None:
+                 routes: Mapping[str, Sequence[Sink[Any]]], *, batch_size: int = 2000,
+                 consumer_overrides: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.routes = {topic: list(sinks) for topic, sinks in routes.items()}
         self.sinks = list(dict.fromkeys(s for sinks in self.routes.values() for s in sinks))
         self.batch_size = batch_size
+        self.consumer_overrides = dict(consumer_overrides or {})
         self.catalog = TopicCatalog.from_settings(settings.topics)
         self.written = 0
         self.rejected_by_sinks = 0
@@ -151,10 +155,16 @@ class SinkPipeline:
                     sink.write(records)
 
     def run(self, *, stop: StopSignal | None = None, max_records: int | None = None,
-            idle_timeout: float | None = None, until_caught_up: bool = False
-            ) -> PipelineStats:
+            idle_timeout: float | None = None, until_caught_up: bool = False,
+            drain: bool = False) -> PipelineStats:
         """Set up the sinks, consume until stopped (or ``max_records``, ``idle_timeout``,
-        ``until_caught_up``), flush, commit and close."""
+        ``until_caught_up``), flush, commit and close.
+
+        ``drain`` hands each record on as soon as it arrives, with whatever else has been
+        fetched, instead of waiting to fill a batch (see
+        :meth:`~refluent.streams.kafka.ConsumerLoop.run`): for sinks that write each batch
+        through at once, such as the online store.
+        """
         for sink in self.sinks:
             sink.setup()
         self.check_offsets()
@@ -167,11 +177,12 @@ class SinkPipeline:
             self.settings.kafka, self.bootstrap_servers, self.group_id, list(self.routes),
             batch_size=self.batch_size, start_offsets=self.start_offsets,
             done_offsets=self.start_offsets, commit_ready=self.commit_ready,
-            on_revoke=self.flush_all)
+            on_revoke=self.flush_all, **self.consumer_overrides)
         try:
             stats = loop.run(handler, stop=stop, max_records=max_records,
                              idle_timeout=idle_timeout, on_idle=self.flush_due,
-                             before_close=self.flush_all, until_caught_up=until_caught_up)
+                             before_close=self.flush_all, until_caught_up=until_caught_up,
+                             drain=drain)
         finally:
             for sink in self.sinks:
                 sink.close()
@@ -230,6 +241,9 @@ LAKE_DESTINATION = "iceberg"
 """The sink backend :func:`lake_routes` writes through unless told otherwise."""
 ONLINE_DESTINATION = "redis"
 """The sink backend :func:`online_routes` writes through unless told otherwise."""
+ONLINE_FETCH_WAIT_MS = 20
+"""The online sink's fetch wait (see :meth:`refluent.config.KafkaSettings.short_fetch_wait`):
+on a broker that holds fetches for the whole wait, it would be feature latency."""
 
 
 def lake_routes(settings: Settings, topics: Sequence[str],
