@@ -25,6 +25,7 @@ Probes, in order:
   partition count of an auto-created topic.
 - Whether a read_committed consumer sees an aborted transaction's records; aiokafka's
   idempotent and transactional producers.
+- Delivery latency at 5,000 records/s, with and without the idempotent producer.
 - The time from ``subscribe`` to the first assignment, at ``session.timeout.ms`` 6000 and 45000.
 """
 
@@ -589,6 +590,50 @@ def transaction_probes(ctx: Context) -> dict[str, Any]:
     }
 
 
+def producer_probes(ctx: Context) -> dict[str, Any]:
+    """Delivery latency at a steady 5,000 records/s (3 partitions, acks=all, linger 5 ms, lz4),
+    with and without the idempotent producer Refluent uses."""
+
+    def latency(idempotent: bool) -> tuple[Any, bool]:
+        topic = ctx.topic(f"latency-{int(idempotent)}", partitions=3)
+        producer = Producer(ctx.conf(**{"enable.idempotence": idempotent, "acks": "all",
+                                        "linger.ms": 5, "compression.type": "lz4"}))
+        delays: list[float] = []
+
+        def on_delivery(error: KafkaError | None, msg: Any) -> None:
+            if error is None:
+                delays.append(time.time() * 1000 - msg.timestamp()[1])
+
+        started = time.perf_counter()
+        try:
+            for i in range(LATENCY_RECORDS):
+                wait = started + i / LATENCY_RATE - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                producer.produce(topic, b"x" * 200, b"%d" % (i % 500), on_delivery=on_delivery)
+                producer.poll(0)
+            producer.flush(30)
+        finally:
+            producer.close()
+        delays.sort()
+        n = len(delays)
+        got = {"delivered": n, "p50_ms": round(delays[n // 2], 1),
+               "p99_ms": round(delays[int(n * 0.99)], 1), "max_ms": round(delays[-1], 1)}
+        return got, got["p99_ms"] > LATENCY_P99_MS
+
+    expected = {"p99_ms_at_most": LATENCY_P99_MS,
+                "note": f"{LATENCY_RECORDS} records at {LATENCY_RATE}/s on loopback; the "
+                        "idempotent producer only adds sequence numbers"}
+    return {
+        "producer_delivery_latency": probe(expected, lambda: latency(False)),
+        "idempotent_producer_delivery_latency": probe(expected, lambda: latency(True)),
+    }
+
+
+LATENCY_RECORDS, LATENCY_RATE, LATENCY_P99_MS = 25_000, 5_000, 100.0
+"""The delivery-latency probes: records, their rate, and the p99 that still counts as Kafka's."""
+
+
 async def _aiokafka_send(bootstrap: str, topic: str, extra: dict[str, Any]) -> None:
     """Send one record with an aiokafka producer that needs a producer id."""
     from aiokafka import AIOKafkaProducer
@@ -638,6 +683,7 @@ def run(bootstrap: str, broker: str, join_budget_s: float) -> dict[str, Any]:
                              ("batched changelog", lambda: changelog_probes(ctx)),
                              ("topic configs and partitions", lambda: config_probes(ctx)),
                              ("transactions", lambda: transaction_probes(ctx)),
+                             ("producer latency", lambda: producer_probes(ctx)),
                              ("group join", lambda: join_probes(ctx, join_budget_s))):
             err.print(title)
             probes.update(group())

@@ -59,6 +59,11 @@ class KafkaSettings(_Component):
     """Producer linger.ms: how long to wait to fill a batch."""
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     """Producer compression codec."""
+    idempotence: bool = True
+    """Idempotent producers: a retried send is written once. Turn it off only for a broker
+    whose idempotent producer misbehaves (the embedded one stalls about 1% of deliveries for up
+    to 0.5 s); a retry may then write a record twice, which the online store and changelogs
+    absorb but a lake history table keeps."""
     max_record_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest record value a processor accepts; bigger ones are dead-lettered."""
     dlq_max_record_bytes: int = Field(default=16_777_216, ge=1024)

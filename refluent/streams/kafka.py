@@ -41,7 +41,8 @@ def _ck() -> Any:
 
 
 class Producer:
-    """An idempotent producer (``acks=all``) whose :meth:`flush` raises if any record failed.
+    """An idempotent producer (``acks=all``; ``kafka.idempotence``) whose :meth:`flush` raises
+    if any record failed.
 
     Delivery reports are requested for failures only, so the happy path costs no Python callback
     per record. A full local queue is backpressure: :meth:`produce` serves delivery reports and
@@ -59,7 +60,7 @@ class Producer:
         conf = settings.client_config(bootstrap_servers)
         conf.update(
             {
-                "enable.idempotence": True,
+                "enable.idempotence": settings.idempotence,
                 "acks": "all",
                 "linger.ms": settings.linger_ms,
                 "compression.type": settings.compression_type,
