@@ -207,6 +207,8 @@ class Bench:
     key_prefix: str
     pin: bool
     procs: list[RefluentCommand] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Settings every command gets on top (``REFLUENT_...`` variables)."""
 
     @property
     def settings(self) -> Settings:
@@ -230,6 +232,7 @@ class Bench:
             "REFLUENT_PROCESSING__VIEWS": str(work.module),
             "REFLUENT_PROCESSING__APP_ID": f"bench-{work.sfx}",
             "REFLUENT_EMBEDDED__STATE_DIR": str(self.root / "cli-state"),
+            **self.extra_env,
         })
         return env
 
