@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from refluent.tuning import for_streaming
+
 features_app = typer.Typer(help="Feature views declared in the views module.",
                            no_args_is_help=True)
 
@@ -111,6 +113,7 @@ def process(
         serve_metrics(s.processing.metrics_port)
     console.print(f"processing {', '.join(v.name for v in selected)} on {bootstrap} "
                   f"({engine.name} engine)")
+    for_streaming()
     engine.run(loglevel)
 
 
@@ -153,6 +156,7 @@ def sink_lake(
     for topic in topics:
         console.print(f"{topic} -> {s.lake.namespace}.{lake_table_for(topic)}")
     _serve_metrics(metrics_port)
+    for_streaming()
     stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up)
     console.print(f"{stats.written} record(s) landed, {stats.dead_lettered} dead-lettered")
 
@@ -176,6 +180,7 @@ def sink_online(
     console.print(f"online store <- {', '.join(v.topic for v in found)}")
     _serve_metrics(metrics_port)
     # An update goes to Redis as soon as it arrives (with whatever else has been fetched).
+    for_streaming()
     stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up, drain=True)
     console.print(f"{stats.written} update(s) applied, {stats.dead_lettered} dead-lettered")
 
