@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import enum
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
@@ -205,46 +205,54 @@ def fit_values(field_type: IcebergType, values: Sequence[Any]) -> _Fit:
     (as text, for the conflict column)."""
     out: list[Any] = [None] * len(values)
     fit = _Fit(out)
-    rejected = fit.rejected
     t = field_type
     if isinstance(t, StringType):
         for i, v in enumerate(values):
             if v is not None:
-                out[i] = as_text(v)
+                out[i] = v if type(v) is str else as_text(v)
         return fit
+    check = _check_for(t)
+    rejected = fit.rejected
     for i, v in enumerate(values):
         if v is None:
             continue
-        ok: Any = SKIP
-        if isinstance(t, BooleanType):
-            ok = v if isinstance(v, bool) else SKIP
-        elif isinstance(t, IntegerType | LongType):
-            if isinstance(v, int) and not isinstance(v, bool) and _INT64[0] <= v <= _INT64[1]:
-                ok = v
-                if isinstance(t, IntegerType) and not _INT32[0] <= v <= _INT32[1]:
-                    fit.promote_to = LongType()
-        elif isinstance(t, FloatType | DoubleType):
-            if _is_number(v):
-                ok = float(v)
-                if isinstance(t, FloatType):
-                    fit.promote_to = DoubleType()
-        elif isinstance(t, TimestamptzType):
-            ok = v if isinstance(v, datetime) and v.tzinfo is not None else SKIP
-        elif isinstance(t, TimestampType):
-            ok = v if isinstance(v, datetime) and v.tzinfo is None else SKIP
-        elif isinstance(t, DateType):
-            ok = v if isinstance(v, date) and not isinstance(v, datetime) else SKIP
-        elif isinstance(t, ListType):
-            numeric = isinstance(t.element_type, FloatType | DoubleType)
-            if numeric and isinstance(v, list) and all(_is_number(x) for x in v):
-                ok = [float(x) for x in v]
-        elif isinstance(t, DecimalType):
-            ok = _fit_decimal(v, t)
+        ok = check(v)
         if ok is SKIP:
             rejected[i] = as_text(v)
         else:
             out[i] = ok
+    if isinstance(t, IntegerType) and any(
+            not _INT32[0] <= v <= _INT32[1] for v in out if v is not None):
+        fit.promote_to = LongType()
+    elif isinstance(t, FloatType) and any(v is not None for v in out):
+        fit.promote_to = DoubleType()
     return fit
+
+
+def _check_for(t: IcebergType) -> Callable[[Any], Any]:
+    """The check of one value for a column of type ``t``: the value to store, or SKIP."""
+    if isinstance(t, BooleanType):
+        return lambda v: v if type(v) is bool else SKIP
+    if isinstance(t, IntegerType | LongType):
+        lo, hi = _INT64
+        return lambda v: v if (type(v) is int or (isinstance(v, int) and not isinstance(
+            v, bool))) and lo <= v <= hi else SKIP
+    if isinstance(t, FloatType | DoubleType):
+        return lambda v: float(v) if type(v) is float or _is_number(v) else SKIP
+    if isinstance(t, TimestamptzType):
+        return lambda v: v if isinstance(v, datetime) and v.tzinfo is not None else SKIP
+    if isinstance(t, TimestampType):
+        return lambda v: v if isinstance(v, datetime) and v.tzinfo is None else SKIP
+    if isinstance(t, DateType):
+        return lambda v: v if isinstance(v, date) and not isinstance(v, datetime) else SKIP
+    if isinstance(t, ListType):
+        if isinstance(t.element_type, FloatType | DoubleType):
+            return lambda v: [float(x) for x in v] if isinstance(v, list) and all(
+                _is_number(x) for x in v) else SKIP
+        return lambda v: SKIP
+    if isinstance(t, DecimalType):
+        return lambda v: _fit_decimal(v, t)
+    return lambda v: SKIP
 
 
 def _fit_decimal(v: Any, t: DecimalType) -> Any:
