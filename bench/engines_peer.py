@@ -6,7 +6,9 @@ Prints one JSON object. Each runner gets its own copy of ``--events`` log events
 entities, 1.3 s apart in event time, keyed by entity, on a 3-partition topic) and is timed from
 spawning its process until its output topic holds one record per event (Refluent publishes one
 feature update per event; Quix Streams' ``.current()`` one window value per event): wall time,
-``steady`` rate from the first output seen, and the process's CPU seconds. Each keeps its state
+``steady`` rate from the first output seen, and the process's CPU seconds (``events_per_cpu_s``
+with start-up; ``steady_events_per_cpu_s`` counts the events output after the first output seen
+against the CPU used since then, leaving imports and the group join out). Each keeps its state
 with a changelog topic. The last output of every entity is then checked against a brute-force
 count, mean and max of that entity's events in its last window, so a fast but wrong run does not
 count.
@@ -150,12 +152,13 @@ class Run:
         popen = proc.proc if isinstance(proc, RefluentCommand) else proc
         assert popen is not None  # noqa: S101 - started
         first: float | None = None
+        first_done, first_cpu = 0, None
         try:
             while True:
                 done = sum(topic_ends(self.settings, self.output).values())
                 now = time.perf_counter() - started
                 if done and first is None:
-                    first = now
+                    first, first_done, first_cpu = now, done, cpu_seconds(popen.pid)
                 if done >= len(self.evs):
                     break
                 if popen.poll() is not None or now > timeout:
@@ -175,6 +178,9 @@ class Run:
                 "steady_events_per_s": round(n / (now - first)) if first and now > first
                 else None, "first_output_s": round(first or 0, 2), "cpu_s": cpu,
                 "events_per_cpu_s": round(n / cpu) if cpu else None,
+                "steady_events_per_cpu_s": round((n - first_done) / (cpu - first_cpu))
+                if cpu and first_cpu is not None and cpu > first_cpu and n > first_done
+                else None,
                 "checked_entities": self.check()}
 
     def check(self) -> int:
