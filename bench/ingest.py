@@ -11,8 +11,7 @@ commands' start-up, group joins included):
 
 - ``engine_<name>``: ``refluent process`` on each engine of ``--engines`` (the native engine
   and Faust by default), alone, over the same events already on source topics of its own, until
-  its features topics hold every expected update; ``events_per_cpu_s`` divides by the engine
-  process's CPU time.
+  its features topics hold every expected update.
 - ``lake``: ``refluent sink lake`` alone, over the source and features topics, until every
   table's snapshot offsets reach the end of its topic.
 - ``online``: ``refluent sink online`` alone, over the features topics, until its group has
@@ -22,8 +21,10 @@ commands' start-up, group joins included):
   the lake and Redis hold everything. ``from_spawn_s`` adds the time between spawning and the
   first produce.
 
-``steady_*`` rates leave the start-up out: they count from the first progress seen (null when
-everything appeared in one step). Progress is polled once a second with ListOffsets, OffsetFetch
+``*_per_cpu_s`` rates of the isolated phases divide by the command's CPU time (user + system,
+all threads). ``steady_*`` rates leave the start-up out: they count from the first progress seen
+(null when everything appeared in one step), and the steady per-CPU rates count the work after
+it against the CPU used since then. Progress is polled once a second with ListOffsets, OffsetFetch
 and the tables' snapshot summaries, never with fetches, so polling does not load the broker the
 commands share.
 
@@ -356,21 +357,40 @@ def online_applied(probe: Probe, work: Workload) -> int:
     return done
 
 
+@dataclass
+class Waited:
+    """How a phase went: its seconds, and at its first progress seen (None: none before the
+    end) the seconds, the count done and the first command's CPU seconds."""
+
+    seconds: float
+    first: float | None = None
+    first_done: int = 0
+    first_cpu: float | None = None
+
+    def steady_per_cpu_s(self, total: int, cpu: float | None) -> float | None:
+        """Work done after the first progress per CPU-second used since then."""
+        if cpu is None or self.first_cpu is None or cpu <= self.first_cpu:
+            return None
+        return rate(total - self.first_done, cpu - self.first_cpu)
+
+
 def wait_for(progress: Progress, label: str, total: int, probe: Callable[[], int],
-             procs: list[RefluentCommand], timeout: float) -> tuple[float, float | None]:
-    """Poll ``probe`` until it reaches ``total``; returns (seconds, seconds to the first
-    progress). Raises if a command exits (with its output) or ``timeout`` passes."""
+             procs: list[RefluentCommand], timeout: float) -> Waited:
+    """Poll ``probe`` until it reaches ``total``. Raises if a command exits (with its output)
+    or ``timeout`` passes."""
     task = progress.add_task(label, total=total)
     started = time.perf_counter()
-    first: float | None = None
+    waited = Waited(0.0)
     for _ in range(int(timeout / POLL_S) + 1):
         done = probe()
         progress.update(task, completed=done)
         now = time.perf_counter() - started
-        if done and first is None:
-            first = now
+        if done and waited.first is None:
+            waited.first, waited.first_done = now, done
+            waited.first_cpu = cpu_seconds(procs[0].pid) if procs[0].pid is not None else None
         if done >= total:
-            return now, first
+            waited.seconds = now
+            return waited
         for cmd in procs:
             cmd.check_alive()
         if now > timeout:
@@ -433,34 +453,45 @@ def isolated(bench: Bench, work: Workload, args: argparse.Namespace, progress: P
         out.setdefault("produce", {"seconds": round(produce_s, 2),
                                    "events_per_s": rate(mine.events, produce_s)})
         engine = bench.engine(mine, engine_core, name)
-        secs, first = wait_for(progress, f"{name} engine (source -> features)", mine.updates,
-                               lambda m=mine: features_produced(probe, m), [engine],
-                               args.phase_timeout)
+        waited = wait_for(progress, f"{name} engine (source -> features)", mine.updates,
+                          lambda m=mine: features_produced(probe, m), [engine],
+                          args.phase_timeout)
         cpu = cpu_seconds(engine.pid) if engine.pid is not None else None
         bench.stop_all()
         out[f"engine_{name}"] = {
-            "seconds": round(secs, 2), "events_per_s": rate(mine.events, secs),
-            "steady_events_per_s": rate(mine.events, secs - (first or 0)),
-            "startup_s": round(first or 0, 2), "cpu_s": cpu,
-            "events_per_cpu_s": rate(mine.events, cpu)}
+            "seconds": round(waited.seconds, 2),
+            "events_per_s": rate(mine.events, waited.seconds),
+            "steady_events_per_s": rate(mine.events, waited.seconds - (waited.first or 0)),
+            "startup_s": round(waited.first or 0, 2), "cpu_s": cpu,
+            "events_per_cpu_s": rate(mine.events, cpu),
+            "steady_events_per_cpu_s": waited.steady_per_cpu_s(mine.updates, cpu)}
 
     ends = {t: topic_ends(settings, t) for t in work.sources + work.features}
     total = sum(sum(e.values()) for e in ends.values())
     lake = bench.lake(work, lake_core)
-    secs, first = wait_for(progress, "lake (sources + features -> Iceberg)", total,
-                           lambda: lake_landed(settings, ends), [lake], args.phase_timeout)
+    waited = wait_for(progress, "lake (sources + features -> Iceberg)", total,
+                      lambda: lake_landed(settings, ends), [lake], args.phase_timeout)
+    cpu = cpu_seconds(lake.pid) if lake.pid is not None else None
     bench.stop_all()
-    out["lake"] = {"seconds": round(secs, 2), "records": total,
-                   "records_per_s": rate(total, secs), "events_per_s": rate(work.events, secs),
-                   "steady_records_per_s": rate(total, secs - (first or 0))}
+    out["lake"] = {"seconds": round(waited.seconds, 2), "records": total,
+                   "records_per_s": rate(total, waited.seconds),
+                   "events_per_s": rate(work.events, waited.seconds),
+                   "steady_records_per_s": rate(total, waited.seconds - (waited.first or 0)),
+                   "cpu_s": cpu, "records_per_cpu_s": rate(total, cpu),
+                   "steady_records_per_cpu_s": waited.steady_per_cpu_s(total, cpu)}
 
     online = bench.online(work, online_core)
-    secs, first = wait_for(progress, "online (features -> Redis)", work.updates,
-                           lambda: online_applied(probe, work), [online], args.phase_timeout)
+    waited = wait_for(progress, "online (features -> Redis)", work.updates,
+                      lambda: online_applied(probe, work), [online], args.phase_timeout)
+    cpu = cpu_seconds(online.pid) if online.pid is not None else None
     bench.stop_all()
-    out["online"] = {"seconds": round(secs, 2), "updates_per_s": rate(work.updates, secs),
-                     "events_per_s": rate(work.events, secs),
-                     "steady_updates_per_s": rate(work.updates, secs - (first or 0))}
+    out["online"] = {"seconds": round(waited.seconds, 2),
+                     "updates_per_s": rate(work.updates, waited.seconds),
+                     "events_per_s": rate(work.events, waited.seconds),
+                     "steady_updates_per_s": rate(work.updates,
+                                                  waited.seconds - (waited.first or 0)),
+                     "cpu_s": cpu, "updates_per_cpu_s": rate(work.updates, cpu),
+                     "steady_updates_per_cpu_s": waited.steady_per_cpu_s(work.updates, cpu)}
     out["online"]["entities_checked"] = check_online(settings, work)
     return out
 
