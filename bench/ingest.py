@@ -19,7 +19,8 @@ commands' start-up, group joins included):
 - ``end_to_end``: the three commands (the engine ``--e2e-engine``) started together on fresh
   topics, events produced right after the start; wall time from the first produced event until
   the lake and Redis hold everything. ``from_spawn_s`` adds the time between spawning and the
-  first produce.
+  first produce; ``cpu_s`` is where the cores went: each command's CPU seconds and the
+  services' (broker, Redis) during the phase.
 
 ``*_per_cpu_s`` rates of the isolated phases divide by the command's CPU time (user + system,
 all threads). ``steady_*`` rates leave the start-up out: they count from the first progress seen
@@ -502,6 +503,7 @@ def end_to_end(bench: Bench, work: Workload, args: argparse.Namespace, progress:
     settings = bench.settings
     engine_core, lake_core, online_core = cores(bench.pin)
     create_topics(settings, work.sources + work.features)
+    services = {n: cpu_seconds(pid) or 0.0 for n, pid in bench.services.pids.items()}
     spawned = time.perf_counter()
     procs = [bench.engine(work, engine_core, args.e2e_engine), bench.lake(work, lake_core),
              bench.online(work, online_core)]
@@ -519,11 +521,18 @@ def end_to_end(bench: Bench, work: Workload, args: argparse.Namespace, progress:
     wait_for(progress, "end to end: Iceberg", total,
              lambda: lake_landed(settings, ends), procs, left)
     done = time.perf_counter()
+    # Where the two cores went: each command's CPU seconds (start-up included), and the
+    # services' during the phase.
+    cpu = {n: cpu_seconds(p.pid) if p.pid is not None else None
+           for n, p in zip(("engine", "lake", "online"), procs, strict=True)}
+    cpu.update({n: round((cpu_seconds(pid) or 0.0) - services[n], 2)
+                for n, pid in bench.services.pids.items()})
     bench.stop_all()
     wall = done - started
     return {"seconds": round(wall, 2), "from_spawn_s": round(done - spawned, 2),
             "produce_s": round(produced - started, 2), "events_per_s": rate(work.events, wall),
-            "lake_records": total, "entities_checked": check_online(settings, work)}
+            "lake_records": total, "cpu_s": cpu,
+            "entities_checked": check_online(settings, work)}
 
 
 def run(args: argparse.Namespace, services: RunningServices, root: Path) -> dict[str, Any]:
