@@ -5,7 +5,7 @@ CPython's cycle collector runs a young-generation pass every 700 new container o
 walks every object still alive in its full passes. A stream process creates and drops a few
 objects per record (decoded events, rows, updates) while holding many long-lived ones (modules,
 schemas, entity states), so with the defaults it spends a large share of its time in the
-collector: measured on the lake sink's batch step here, a third of it. :func:`for_streaming`
+collector (about a third of the lake sink's batch step, as measured). :func:`for_streaming`
 moves everything start-up made out of the collector's way (``gc.freeze``) and lets the young
 generation grow larger before a pass; memory held by actual cycles is still reclaimed.
 

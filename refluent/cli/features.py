@@ -179,8 +179,8 @@ def sink_online(
                             consumer_overrides=s.kafka.short_fetch_wait(ONLINE_FETCH_WAIT_MS))
     console.print(f"online store <- {', '.join(v.topic for v in found)}")
     _serve_metrics(metrics_port)
-    # An update goes to Redis as soon as it arrives (with whatever else has been fetched).
     for_streaming()
+    # An update goes to Redis as soon as it arrives (with whatever else has been fetched).
     stats = pipeline.run(idle_timeout=idle_timeout, until_caught_up=until_caught_up, drain=True)
     console.print(f"{stats.written} update(s) applied, {stats.dead_lettered} dead-lettered")
 
