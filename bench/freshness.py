@@ -14,9 +14,9 @@ events are produced in event-time order). So each latency is from the ``produce(
 first read that sees the feature, an upper bound by at most one poll interval;
 ``to_sink_write_ms`` is the part until the online sink sent the update (its ``__wt``, taken as it
 sends the batch: the rest is Redis and the poll); ``engine_ms`` is, for every log event, the
-time from its produce to the engine's produce of its update (the records' create times). At the
-end Redis
-is checked against the in-memory engine for every entity, as ``bench/ingest.py`` does.
+time from its produce to the engine's produce of its update (the records' create times). At
+the end Redis is checked against the in-memory engine for every entity, as ``bench/ingest.py``
+does.
 
     python bench/freshness.py [--rate 5000] [--seconds 20] [--entities 500] [--tracked 50]
                               [--engine native] [--lake] [--poll-ms 2] [--no-pin] [--keep DIR]
@@ -83,6 +83,12 @@ class Tracker:
         if i is not None:
             with self._lock:
                 self.pending[i].append((ts_ms, at, time.time()))
+
+    def reset(self) -> None:
+        """Forget the latencies seen so far (the warm-up's)."""
+        with self._lock:
+            self.latencies.clear()
+            self.to_write.clear()
 
     def left(self) -> int:
         with self._lock:
@@ -179,7 +185,7 @@ def engine_delays(bench: Bench, work: Workload, view_topic: str, skip: int) -> l
     for rec in read_all(bench.settings, view_topic, len(work.logs), timeout=5):
         update = orjson.loads(rec.value or b"{}")
         produced = sources.get((update["source_partition"], update["source_offset"]))
-        if produced is not None and rec.timestamp_ms is not None and update["sequence"]:
+        if produced is not None and rec.timestamp_ms is not None:
             out.append((produced, (rec.timestamp_ms - produced) / 1000))
     out.sort()
     return [d for _, d in out[skip:]]
@@ -218,8 +224,7 @@ def run(args: argparse.Namespace, services: RunningServices, root: Path) -> dict
         err.print(f"warm-up: {args.warmup} events, until the tracked ones are in Redis")
         produce_paced(bench, work, events[:args.warmup], args.rate, tracker)
         wait_applied(tracker, procs, WARMUP_TIMEOUT_S)
-        tracker.latencies.clear()
-        tracker.to_write.clear()
+        tracker.reset()
         cpu_before = [cpu_seconds(p.pid or 0) or 0.0 for p in procs]
         err.print(f"{len(events) - args.warmup} events at {args.rate:.0f}/s")
         achieved = produce_paced(bench, work, events[args.warmup:], args.rate, tracker)
