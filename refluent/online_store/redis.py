@@ -566,13 +566,22 @@ class RedisOnlineWriter(OnlineStoreWriter):
             lags.append((write_ms - et_ms, view))
         results = self._run(wt, batch)
         views = self._views
+        counts: dict[str, list[int]] = {}
         for (lag_ms, view), applied in zip(lags, results, strict=True):
-            _, _, freshness, applied_count, stale_count = views[view]
+            count = counts.get(view)
+            if count is None:
+                count = counts[view] = [0, 0]
             if applied:
-                applied_count.inc()
-                freshness.observe(lag_ms / 1000)
+                count[0] += 1
+                views[view][2].observe(lag_ms / 1000)
             else:
-                stale_count.inc()
+                count[1] += 1
+        for view, (applied_n, stale_n) in counts.items():  # one increment per view and batch
+            _, _, _, applied_count, stale_count = views[view]
+            if applied_n:
+                applied_count.inc(applied_n)
+            if stale_n:
+                stale_count.inc(stale_n)
         return results
 
     def _run(self, wt: bytes, batch: list[list[Any]]) -> list[bool]:
