@@ -150,7 +150,10 @@ def test_retrain__two_torchrun_processes_spend_the_same_epsilon_for_an_equal_mod
     assert [e.run_id for e in ledger.entries("churn")] == ["ddp"]  # charged once, not twice
     for key in ("noise_multiplier", "sample_rate", "steps"):
         assert ddp.lineage[key] == single.version.lineage[key]
-    assert ddp.epsilon == single.version.epsilon
+    # The same mechanism (asserted above), so the same epsilon; torchrun gives each worker one
+    # OpenMP thread, and the accountant's numerics round the last bits differently with
+    # another thread count (OMP_NUM_THREADS=1 alone moves them).
+    assert ddp.epsilon == pytest.approx(single.version.epsilon, rel=1e-12)
     one, two = _accuracy(registries["one"], 2), _accuracy(registries["two"], 2)
     # Equal quality: both learned the rule (a third of the rows are positive); what is left
     # between them is the noise of two DP runs.
