@@ -29,8 +29,13 @@ feeds a state partition. When partitions are assigned, their states are read bac
 changelog (to its exact end: fetch-response high watermark); when they are revoked, dropped.
 Scale-out is more members of the group: each restores only its own partitions.
 
-The changelog and by-entity topics are named and written as the Faust engine's are (moving one
-``processing.app_id`` from one engine to the other is not tested).
+A CDC truncate has no key, so it arrives on one partition of its topic: an entity-state view
+applies it to every state partition the member holds (with several members, each applies only
+the truncates of its own partitions, as with Faust).
+
+The changelog and by-entity topics are named and written as the Faust engine's are: an app
+moved from the Faust engine to this one (same ``processing.app_id``) carries on from Faust's
+states and committed offsets.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from refluent.config import Settings
 from refluent.engines.base import Engine
 from refluent.errors import require
 from refluent.observability import metrics
+from refluent.processors.cdc import is_newer
 from refluent.processors.features import View
-from refluent.processors.runtime import State, ViewRuntime
+from refluent.processors.runtime import TRUNCATED, State, ViewRuntime
+from refluent.streams.contracts import CdcEnvelope
 from refluent.streams.errors import DecodeError, StreamError
 from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
@@ -92,6 +99,31 @@ class MemoryStates:
 
     def items(self) -> list[tuple[str, State]]:
         return list(self.data.items())
+
+
+class HeldStates:
+    """Every state partition of a view this member holds, as one ``States``: a truncate is a
+    change of the whole table, and arrives on one partition of its topic (it has no key)."""
+
+    __slots__ = ("partitions",)
+
+    def __init__(self, partitions: dict[int, MemoryStates]) -> None:
+        self.partitions = partitions
+
+    def get(self, key: str) -> State:
+        return self.partitions[self.holder(key)].get(key) if self.holds(key) else {}
+
+    def items(self) -> list[tuple[str, State]]:
+        """Every state held (the truncate marker once: the runtime skips it)."""
+        return [item for p in sorted(self.partitions) for item in self.partitions[p].items()
+                if item[0] != TRUNCATED]
+
+    def holds(self, key: str) -> bool:
+        return any(key in states.data for states in self.partitions.values())
+
+    def holder(self, key: str) -> int:
+        """The state partition holding ``key``."""
+        return next(p for p, states in self.partitions.items() if key in states.data)
 
 
 @dataclass
@@ -343,12 +375,27 @@ class NativeEngine(Engine):
         if states is None:  # assigned without its state: never, unless the assignor differs
             raise StreamError(f"view {plan.runtime.view.name}: state partition {partition} is "
                               f"not held by this member (record {origin})")
+        whole_table = (plan.runtime.keyed_by_source and isinstance(event, CdcEnvelope)
+                       and event.op == "t")
         try:
-            outcome = plan.runtime.process(event, origin, states)
+            outcome = plan.runtime.process(
+                event, origin, HeldStates(plan.states) if whole_table else states)
         except RecordRejected as exc:
             self.reject(origin, msg.key(), msg.value(), exc)
             return
-        if outcome.states:
+        if whole_table:  # each state changed goes back to the partition holding it
+            held = HeldStates(plan.states)
+            for key, state in outcome.states.items():
+                if key == TRUNCATED:  # every partition checks its own changes against it
+                    for p, part in plan.states.items():
+                        if is_newer(state["order"], part.get(TRUNCATED).get("order")):
+                            part.data[key] = state
+                            plan.dirty[p][key] = state
+                    continue
+                p = held.holder(key)
+                plan.states[p].data[key] = state
+                plan.dirty[p][key] = state
+        elif outcome.states:
             states.data.update(outcome.states)
             plan.dirty[partition].update(outcome.states)
         if outcome.updates:

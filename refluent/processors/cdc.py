@@ -13,7 +13,10 @@ Rules:
   deliveries change nothing.
 - A ``u`` whose primary key differs between ``before`` and ``after`` is a delete of the old key plus
   a create of the new one (Debezium itself emits it that way unless told otherwise).
-- ``t`` (truncate) deletes every row of the table whose position is older than the truncate.
+- ``t`` (truncate) deletes every row of the table whose position is older than the truncate,
+  and the table remembers the truncate's position: a change older than it, delivered after it
+  (from another partition of the topic: a truncate has no key), is ignored too. So the rows
+  left do not depend on the order the partitions were read in.
 
 Examples:
     >>> from refluent.streams.contracts import CdcEnvelope
@@ -109,6 +112,7 @@ def apply_change(
     *,
     offset: int,
     old_state: dict[str, Any] | None = None,
+    truncated: OrderKey | None = None,
 ) -> list[RowChange]:
     """Apply one change to the state of its primary key; returns the row changes to publish.
 
@@ -119,6 +123,8 @@ def apply_change(
         primary_key: Primary-key columns.
         offset: The record's offset (orders changes without a log position).
         old_state: For a ``u`` that changes the primary key: the stored state of the OLD key.
+        truncated: The position of the table's last truncate (None: never truncated); a change
+            that is not newer than it changes nothing.
 
     Returns:
         Zero changes (stale or duplicate), one, or two (primary-key change: delete + create).
@@ -131,6 +137,8 @@ def apply_change(
         raise ValueError("truncates apply to the whole table: use apply_truncate")
     order = order_key(env, offset)
     ts = _event_ms(env)
+    if truncated is not None and not is_newer(order, truncated):
+        return []  # the table was truncated after this change
     if env.op == "d":
         assert env.before is not None  # noqa: S101 - the contract guarantees it
         key = primary_key_of(env.before, primary_key)

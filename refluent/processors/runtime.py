@@ -46,6 +46,9 @@ from refluent.streams.origin import Origin
 from refluent.streams.processing import RecordRejected
 
 State = dict[str, Any]
+TRUNCATED = "\x00truncated"
+"""The state key under which an entity-state view keeps its table's last truncate (no primary
+key can be it: keys are column values joined by ``|``, and this starts with NUL)."""
 Keyed = tuple[str, dict[str, Any], int]
 """An event as a windowed view applies it: entity id, transformed row, event time (ms)."""
 
@@ -325,9 +328,7 @@ class EntityStateRuntime(ViewRuntime):
         key = self.key(event)
         if key is None:
             if isinstance(event, CdcEnvelope) and event.op == "t":
-                return self._publish(
-                    cdc.apply_truncate(dict(states.items()), event, offset=origin.offset),
-                    origin)
+                return self._truncate(event, origin, states)
             return Outcome()
         assert isinstance(event, CdcEnvelope)  # noqa: S101 - key() checked it
         old_state = None
@@ -341,12 +342,23 @@ class EntityStateRuntime(ViewRuntime):
         state = states.get(key)
         try:
             changes = cdc.apply_change(state, event, self.view.primary_key, offset=origin.offset,
-                                       old_state=old_state)
+                                       old_state=old_state,
+                                       truncated=states.get(TRUNCATED).get("order"))
         except (KeyError, ValueError) as exc:
             raise RecordRejected(self.step, "bad_change", str(exc)) from exc
         if not changes:
             return _republish_last(state, origin)
         return self._publish(changes, origin)
+
+    def _truncate(self, event: CdcEnvelope, origin: Origin, states: States) -> Outcome:
+        """Delete every row older than the truncate, and remember its position (under
+        :data:`TRUNCATED`) unless a later truncate is already remembered."""
+        rows = {k: v for k, v in states.items() if k != TRUNCATED}
+        outcome = self._publish(cdc.apply_truncate(rows, event, offset=origin.offset), origin)
+        order = cdc.order_key(event, origin.offset)
+        if cdc.is_newer(order, states.get(TRUNCATED).get("order")):
+            outcome.states[TRUNCATED] = {"order": order}
+        return outcome
 
     def _publish(self, changes: list[cdc.RowChange], origin: Origin) -> Outcome:
         out = Outcome()

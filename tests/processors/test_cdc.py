@@ -198,3 +198,18 @@ def test_any_delivery_order_with_duplicates__ends_in_the_true_state(
     for offset, (_, e) in enumerate(delivered):
         t.apply(e, offset)
     assert t.rows() == truth.rows()
+
+
+@pytest.mark.unit
+def test_change_older_than_a_truncate_delivered_after_it__is_ignored() -> None:
+    """A truncate has no key, so on a topic of several partitions the changes before it may be
+    read after it: the table's last truncate position keeps them out (and a newer change in)."""
+    truncate = env("t", lsn=39)
+    late = env("c", after={"id": 1, "v": "a"}, lsn=17)
+    newer = env("c", after={"id": 2, "v": "b"}, lsn=50)
+    mark = order_key(truncate, 5)
+    assert apply_change({}, late, ("id",), offset=3, truncated=mark) == []
+    [created] = apply_change({}, newer, ("id",), offset=6, truncated=mark)
+    assert (created.key, created.row) == ("2", {"id": 2, "v": "b"})
+    # Without the mark, the late change would bring the row back.
+    assert [c.key for c in apply_change({}, late, ("id",), offset=3)] == ["1"]
