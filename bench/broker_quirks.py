@@ -26,7 +26,8 @@ Probes, in order:
 - Whether a read_committed consumer sees an aborted transaction's records; aiokafka's
   idempotent and transactional producers.
 - Delivery latency at 5,000 records/s, with and without the idempotent producer.
-- The time from ``subscribe`` to the first assignment, at ``session.timeout.ms`` 6000 and 45000.
+- The time from ``subscribe`` to the first assignment, at ``session.timeout.ms`` 6000 and 45000;
+  whether a group whose members all left takes a member with another assignor.
 """
 
 from __future__ import annotations
@@ -517,6 +518,47 @@ def join_probes(ctx: Context, budget_s: float) -> dict[str, Any]:
     return out
 
 
+def assignor_probes(ctx: Context) -> dict[str, Any]:
+    """A member with the range assignor joins a group whose only member (roundrobin) left."""
+
+    def new_assignor() -> tuple[Any, bool]:
+        topic, group = ctx.topic("assignor"), f"{ctx.prefix}.assignor"
+
+        def member(strategy: str) -> Consumer:
+            return Consumer(ctx.conf(**{"group.id": group, "session.timeout.ms": 6000,
+                                        "partition.assignment.strategy": strategy,
+                                        "enable.auto.commit": False}))
+
+        first = member("roundrobin")
+        try:
+            first.subscribe([topic])
+            deadline = time.monotonic() + 20
+            while not first.assignment() and time.monotonic() < deadline:
+                first.poll(0.2)
+        finally:
+            first.close()  # LeaveGroup: the group is empty now
+        second = member("range")
+        error = None
+        try:
+            second.subscribe([topic])
+            deadline = time.monotonic() + 20
+            while not second.assignment() and time.monotonic() < deadline:
+                msg = second.poll(0.2)
+                failure = msg.error() if msg is not None else None
+                if failure is not None:
+                    error = failure.str()
+                    break
+            joined = bool(second.assignment())
+        finally:
+            second.close()
+        return {"joined": joined, "error": error}, not joined
+
+    return {"empty_group_takes_a_new_assignor": probe(
+        {"joined": True, "error": None,
+         "note": "an empty group accepts any protocol (how an app moves from Faust's assignor "
+                 "to librdkafka's)"}, new_assignor)}
+
+
 def _join_seconds(ctx: Context, topic: str, session_ms: int, limit_s: float) -> float | None:
     assigned: list[float] = []
     consumer = Consumer(ctx.conf(**{
@@ -684,7 +726,8 @@ def run(bootstrap: str, broker: str, join_budget_s: float) -> dict[str, Any]:
                              ("topic configs and partitions", lambda: config_probes(ctx)),
                              ("transactions", lambda: transaction_probes(ctx)),
                              ("producer latency", lambda: producer_probes(ctx)),
-                             ("group join", lambda: join_probes(ctx, join_budget_s))):
+                             ("group join", lambda: join_probes(ctx, join_budget_s)),
+                             ("group assignor", lambda: assignor_probes(ctx))):
             err.print(title)
             probes.update(group())
     return {

@@ -554,9 +554,14 @@ class ConsumerLoop:
             elif err.code() == ck.KafkaError._PARTITION_EOF:
                 continue
             elif err.fatal() or not err.retriable():
+                hint = ""
+                if err.code() == ck.KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+                    hint = (" (the group's members use another assignor: members of another "
+                            "client, such as the Faust engine under the same app id, are still "
+                            "in it; stop them and wait for their session timeout)")
                 raise StreamError(
                     f"consumer of group {self.group_id} on {msg.topic()}[{msg.partition()}]: "
-                    f"{err.str()}"
+                    f"{err.str()}{hint}"
                 )
         return records
 
