@@ -12,8 +12,8 @@ reads those entities' event time (``__et``) from Redis every ``--poll-ms`` ms, a
 counts as fresh at the first poll that shows an event time at or after its own (an entity's
 events are produced in event-time order). So each latency is from the ``produce()`` call to the
 first read that sees the feature, an upper bound by at most one poll interval;
-``to_sink_write_ms`` is the part until the online sink sent the update (its ``__wt``, taken as it
-sends the batch: the rest is Redis and the poll); ``engine_ms`` is, for every log event, the
+``to_sink_write`` is the part until the online sink sent the update (its ``__wt``, taken as it
+sends the batch: the rest is Redis and the poll); ``engine_part`` is, for every log event, the
 time from its produce to the engine's produce of its update (the records' create times). At
 the end Redis is checked against the in-memory engine for every entity, as ``bench/ingest.py``
 does.
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -52,6 +51,7 @@ from ingest import (
 
 from refluent.embedded.commands import RefluentCommand, cpu_seconds
 from refluent.embedded.services import check_lake
+from refluent.observability.stats import summary
 from refluent.online_store.base import EVENT_TIME_FIELD, WRITE_TIME_FIELD, online_key
 from refluent.online_store.redis import connect
 from refluent.streams.kafka import Producer
@@ -122,17 +122,6 @@ class Tracker:
                         self.latencies.append(now - at)
                         self.to_write.append(int(wt_raw) / 1000 - wall)
             time.sleep(self.poll_s)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 1)
 
 
 def produce_paced(bench: Bench, work: Workload, events: list[tuple[str, bytes, str, int]],
@@ -265,15 +254,9 @@ def run(args: argparse.Namespace, services: RunningServices, root: Path) -> dict
         "tracked_entities": args.tracked,
         "samples": len(latencies),
         "poll_ms": args.poll_ms,
-        "freshness_ms": {"p50": ms(percentile(latencies, 0.5)),
-                         "p90": ms(percentile(latencies, 0.9)),
-                         "p99": ms(percentile(latencies, 0.99)),
-                         "max": ms(max(latencies, default=None)),
-                         "mean": ms(statistics.fmean(latencies) if latencies else None)},
-        "to_sink_write_ms": {"p50": ms(percentile(to_write, 0.5)),
-                             "p99": ms(percentile(to_write, 0.99))},
-        "engine_ms": {"p50": ms(percentile(delays, 0.5)), "p90": ms(percentile(delays, 0.9)),
-                      "p99": ms(percentile(delays, 0.99)), "events": len(delays)},
+        "freshness": summary(latencies, quantiles=(0.5, 0.9, 0.99), digits=1),
+        "to_sink_write": summary(to_write, digits=1),
+        "engine_part": summary(delays, quantiles=(0.5, 0.9, 0.99), digits=1),
         "cpu_share": {n: round(c / args.seconds, 3) for n, c in zip(names, cpu, strict=True)},
         "entities_checked": checked,
     }
