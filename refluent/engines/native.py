@@ -111,19 +111,17 @@ class HeldStates:
         self.partitions = partitions
 
     def get(self, key: str) -> State:
-        return self.partitions[self.holder(key)].get(key) if self.holds(key) else {}
+        p = self.holder(key)
+        return {} if p is None else self.partitions[p].get(key)
 
     def items(self) -> list[tuple[str, State]]:
         """Every state held (the truncate marker once: the runtime skips it)."""
         return [item for p in sorted(self.partitions) for item in self.partitions[p].items()
                 if item[0] != TRUNCATED]
 
-    def holds(self, key: str) -> bool:
-        return any(key in states.data for states in self.partitions.values())
-
-    def holder(self, key: str) -> int:
-        """The state partition holding ``key``."""
-        return next(p for p, states in self.partitions.items() if key in states.data)
+    def holder(self, key: str) -> int | None:
+        """The state partition holding ``key`` (None: none)."""
+        return next((p for p, states in self.partitions.items() if key in states.data), None)
 
 
 @dataclass
@@ -377,14 +375,13 @@ class NativeEngine(Engine):
                               f"not held by this member (record {origin})")
         whole_table = (plan.runtime.keyed_by_source and isinstance(event, CdcEnvelope)
                        and event.op == "t")
+        held = HeldStates(plan.states) if whole_table else None
         try:
-            outcome = plan.runtime.process(
-                event, origin, HeldStates(plan.states) if whole_table else states)
+            outcome = plan.runtime.process(event, origin, states if held is None else held)
         except RecordRejected as exc:
             self.reject(origin, msg.key(), msg.value(), exc)
             return
-        if whole_table:  # each state changed goes back to the partition holding it
-            held = HeldStates(plan.states)
+        if held is not None:  # each state changed goes back to the partition holding it
             for key, state in outcome.states.items():
                 if key == TRUNCATED:  # every partition checks its own changes against it
                     for p, part in plan.states.items():
@@ -392,9 +389,10 @@ class NativeEngine(Engine):
                             part.data[key] = state
                             plan.dirty[p][key] = state
                     continue
-                p = held.holder(key)
-                plan.states[p].data[key] = state
-                plan.dirty[p][key] = state
+                where = held.holder(key)
+                assert where is not None  # noqa: S101 - a truncate changes only states it was given
+                plan.states[where].data[key] = state
+                plan.dirty[where][key] = state
         elif outcome.states:
             states.data.update(outcome.states)
             plan.dirty[partition].update(outcome.states)
